@@ -1,0 +1,3 @@
+"""smtpeter: the SMTPeter SMTP API for Postfix."""
+
+__version__ = "0.1.0"

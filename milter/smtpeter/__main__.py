@@ -1,0 +1,3 @@
+from smtpeter.cli.main import main
+
+raise SystemExit(main())

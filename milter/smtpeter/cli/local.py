@@ -1,0 +1,109 @@
+"""`smtpeter local up|down|status`: the whole stack on loopback, for trying smtpeter out.
+
+Nothing leaves the machine: the private Postfix relays every message to a local sink
+that writes it into a Maildir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from smtpeter import logins
+from smtpeter.cli import exits
+from smtpeter.features import FeatureSet
+from smtpeter.local.stack import DEFAULT_ROOT, LocalStack, Ports, StackError
+from smtpeter.logins import Login
+from smtpeter.store import open_store
+
+DEMO = "demo"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "local",
+        help="run the whole stack locally (private Postfix on loopback, local sink)",
+        description="Run a private Postfix on loopback with the smtpeter auth daemon, "
+        "milter and a local sink that keeps every message in a Maildir.",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--dir", type=Path, default=DEFAULT_ROOT,
+                   help=f"where the stack keeps everything (default {DEFAULT_ROOT})")
+    p.add_argument("--smtp-port", type=int, default=Ports.smtp,
+                   help="loopback port standing in for 25 (default %(default)s)")
+    p.add_argument("--submission-port", type=int, default=Ports.submission,
+                   help="loopback port standing in for 587 (default %(default)s)")
+    p.add_argument("--sink-port", type=int, default=Ports.sink,
+                   help="loopback port of the local sink (default %(default)s)")
+
+
+def _describe(stack: LocalStack, password: str | None) -> str:
+    p = stack.ports
+    cfg = shlex.quote(str(stack.config_file))
+    lines = [
+        "  Host:       127.0.0.1",
+        f"  Ports:      {p.smtp} (as 25) and {p.submission} (as 587); STARTTLS required",
+        f"  TLS cert:   {stack.cert_file} (self-signed)",
+        f"  Login:      {DEMO} (inlinecss on)",
+    ]
+    if password is not None:
+        lines.append(f"  Password:   {password}   (shown once; includes the spaces)")
+    else:
+        lines.append(f"  Password:   unchanged; new one: smtpeter --config {cfg} login rotate {DEMO}")
+    lines += [
+        f"  Config:     {stack.config_file}",
+        f"  Delivered:  {stack.maildir}/new/ (nothing leaves this machine)",
+        f"  Logs:       {stack.log_dir}/",
+        "",
+        "Send a message:",
+        f"  swaks --server 127.0.0.1:{p.submission} --tls --auth LOGIN --auth-user {DEMO} \\",
+        f"        --auth-password {shlex.quote(password or '<password>')} \\",
+        "        --from you@example.com --to someone@example.com \\",
+        "        --header 'x-smtpeter-trackclicks: false'",
+        "Manage logins:",
+        f"  smtpeter --config {cfg} login list",
+        "Stop it:",
+        f"  smtpeter local down --dir {shlex.quote(str(stack.root))}"
+        "   (or: bash scripts/local-stack down)",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    stack = LocalStack(root=args.dir)
+    stack.load_state()
+    if args.action == "status":
+        state = stack.running()
+        for part, up in state.items():
+            print(f"{part:<8} {'running' if up else 'stopped'}")
+        return exits.OK if all(state.values()) else exits.UNAVAILABLE
+    if args.action == "down":
+        stack.stop()
+        print(f"smtpeter local stack in {stack.root} stopped")
+        return exits.OK
+    state = stack.running() if stack.state_file.exists() else {}
+    if state and all(state.values()):
+        print(f"smtpeter local stack in {stack.root} is already running; nothing changed.")
+        print(_describe(stack, None))
+        return exits.OK
+    if not stack.state_file.exists():
+        stack.ports = Ports(args.smtp_port, args.submission_port, args.sink_port)
+    try:
+        stack.start()
+    except StackError as e:
+        print(f"smtpeter: {e}", file=sys.stderr)
+        stack.stop()
+        return exits.UNAVAILABLE
+    store = open_store(stack.config().store)
+    password = logins.generate_password()
+    hashed = logins.hash_password(password)
+    if store.get_login(DEMO) is None:
+        store.create_login(Login(DEMO, hashed, features=FeatureSet(inlinecss=True)))
+    else:
+        store.update_login(DEMO, password_hash=hashed)
+    print(f"smtpeter local stack is up in {stack.root}")
+    print(_describe(stack, password))
+    return exits.OK

@@ -1,0 +1,77 @@
+"""The `smtpeter` command: logins, the daemons, and the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from smtpeter import __version__, logsetup
+from smtpeter import config as configmod
+from smtpeter.cli import exits, local, logins
+from smtpeter.store import StoreError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtpeter",
+        description="The SMTPeter SMTP API for Postfix: SMTP logins with per-login "
+        "features, and the daemons Postfix talks to.",
+        epilog=f"The config file is {configmod.DEFAULT_PATH} unless --config or "
+        f"${configmod.ENV_VAR} names another. Exit status follows sysexits(3).",
+    )
+    parser.add_argument("--config", metavar="FILE", help="config file to use")
+    parser.add_argument("--version", action="version", version=f"smtpeter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    logins.add_parser(sub)
+    sub.add_parser("authd", help="run the SASL auth daemon Postfix talks to (foreground)",
+                   description="Run the auth daemon (Dovecot auth protocol) in the foreground.")
+    sub.add_parser("milter", help="run the milter (foreground, pre-forked workers)",
+                   description="Run the milter in the foreground with its worker processes.")
+    sink = sub.add_parser("sink", help="run a local SMTP sink that writes to a Maildir",
+                          description="Accept all mail on a loopback port and write it to a "
+                          "Maildir (for the local stack and tests).")
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, required=True)
+    sink.add_argument("--maildir", required=True)
+    sink.add_argument("--reject", metavar="REGEX", help="refuse recipients matching REGEX with 550")
+    check = sub.add_parser("config", help="check the config file and print it with defaults",
+                           description="Validate the config file; print the effective settings.")
+    check.add_argument("action", choices=["check", "show"])
+    local.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "local":
+        logsetup.setup("warning")
+        return local.run(args)
+    try:
+        cfg = configmod.load(args.config)
+    except configmod.ConfigError as e:
+        print(f"smtpeter: config error: {e}", file=sys.stderr)
+        return exits.CONFIG
+    logsetup.setup(cfg.logging.level if args.command in ("authd", "milter", "sink") else "warning")
+    try:
+        if args.command == "login":
+            return logins.run(args, cfg)
+        if args.command == "config":
+            if args.action == "show":
+                print(configmod.to_yaml(cfg), end="")
+            else:
+                print(f"{cfg.source or 'built-in defaults'}: OK")
+            return exits.OK
+        from smtpeter.cli import daemons
+
+        if args.command == "authd":
+            return daemons.run_authd(cfg)
+        if args.command == "milter":
+            return daemons.run_milter(cfg)
+        if args.command == "sink":
+            return daemons.run_sink(args.host, args.port, args.maildir, args.reject)
+    except StoreError as e:
+        print(f"smtpeter: {e}", file=sys.stderr)
+        return exits.UNAVAILABLE
+    except KeyboardInterrupt:
+        return exits.FAILURE
+    return exits.USAGE

@@ -1,0 +1,237 @@
+"""One YAML config file, every default in one place, validated at start.
+
+A config error names the file, the key (dotted path) and what was expected, so a
+sysadmin can fix it without reading our source. Unknown keys are errors too: a
+misspelt setting that is silently ignored is worse than a refusal to start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_PATH = Path("/etc/smtpeter/smtpeter.yaml")
+ENV_VAR = "SMTPETER_CONFIG"
+
+Inliner = Literal["css-inline", "premailer"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # SQLite database file (WAL mode). The directory must be writable by the daemons.
+    sqlite_path: str = "/var/lib/smtpeter/smtpeter.db"
+    # Seconds a writer waits for a lock held by another process before failing.
+    busy_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    # Unix socket Postfix's smtpd connects to (smtpd_sasl_path). Debian runs smtpd
+    # chrooted in /var/spool/postfix, so the default lies inside the chroot.
+    socket: str = "/var/spool/postfix/private/smtpeter-auth"
+    socket_mode: int = 0o660
+    socket_group: str | None = "postfix"
+    # Delay before a failed authentication is answered; Postfix gives up after 10 s.
+    failure_delay: float = 2.0
+    # Verified (login, password) pairs are remembered this long (keyed by a keyed hash).
+    cache_ttl: float = 300.0
+    cache_max_entries: int = 10000
+    # Threads verifying password hashes (argon2id, ~20 ms each).
+    hash_workers: int = 2
+    # A request a client abandoned mid-conversation is dropped after this many seconds.
+    request_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class MilterConfig:
+    # Where the milter listens: unix:/path or inet:port@host (libmilter syntax).
+    socket: str = "unix:/var/spool/postfix/smtpeter/milter.sock"
+    socket_mode: int = 0o660
+    socket_group: str | None = "postfix"
+    # Pre-forked worker processes sharing the socket; 0 means one per CPU core.
+    workers: int = 0
+    # Seconds libmilter waits on Postfix before dropping a session.
+    timeout: int = 600
+    # Seconds the HTML feature pipeline may take for one message before the message
+    # is answered with a temporary failure.
+    feature_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    # CSS inliner: css-inline (Rust, ~1 ms for a 40 KB newsletter) or premailer
+    # (pure Python over lxml, ~100 ms). Neither ever fetches remote stylesheets.
+    inliner: Inliner = "css-inline"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: LogLevel = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    milter: MilterConfig = field(default_factory=MilterConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # The file this was read from (None for built-in defaults).
+    source: str | None = None
+
+
+_MODE_KEYS = {"socket_mode"}
+
+
+def _expected(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {key}: expected {_expected(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"{where}: {key}: expected {_expected(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str) and value:
+            return value
+    raise ConfigError(f"{where}: {key}: expected {_expected(tp)}, got {value!r}")
+
+
+def _build(cls: type[Any], data: Any, prefix: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in known:
+            raise ConfigError(f"{where}: {key}: unknown setting (known: {', '.join(sorted(known))})")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(typing.cast(type[Any], tp), value, key, where)
+        elif name in _MODE_KEYS:
+            kwargs[name] = _parse_mode(value, key, where)
+        else:
+            kwargs[name] = _coerce(value, tp, key, where)
+    return cls(**kwargs)
+
+
+def _parse_mode(value: Any, key: str, where: str) -> int:
+    # YAML reads 0660 as the octal integer 432 already; "0660" and "660" are strings.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
+        return value
+    if isinstance(value, str):
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            mode = -1
+        if 0 <= mode <= 0o777:
+            return mode
+    raise ConfigError(f"{where}: {key}: expected an octal file mode such as \"0660\", got {value!r}")
+
+
+def _validate(cfg: Config, where: str) -> None:
+    checks: list[tuple[bool, str, str]] = [
+        (0 <= cfg.auth.failure_delay < 10, "auth.failure_delay", "a number from 0 to below 10"),
+        (cfg.auth.cache_ttl >= 0, "auth.cache_ttl", "a number of seconds >= 0"),
+        (cfg.auth.cache_max_entries >= 0, "auth.cache_max_entries", "an integer >= 0"),
+        (cfg.auth.hash_workers >= 1, "auth.hash_workers", "an integer >= 1"),
+        (cfg.auth.request_timeout > 0, "auth.request_timeout", "a number of seconds > 0"),
+        (0 <= cfg.milter.workers <= 256, "milter.workers", "an integer from 0 to 256"),
+        (cfg.milter.timeout > 0, "milter.timeout", "an integer number of seconds > 0"),
+        (cfg.milter.feature_timeout > 0, "milter.feature_timeout", "a number of seconds > 0"),
+        (
+            cfg.milter.socket.startswith(("unix:", "local:", "inet:", "inet6:")),
+            "milter.socket",
+            "unix:/path or inet:port@host",
+        ),
+        (os.path.isabs(cfg.auth.socket), "auth.socket", "an absolute path"),
+        (os.path.isabs(cfg.store.sqlite_path), "store.sqlite_path", "an absolute path"),
+        (cfg.store.busy_timeout >= 0, "store.busy_timeout", "a number of seconds >= 0"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {key}: expected {expected}")
+
+
+def parse(data: Any, where: str) -> Config:
+    """Build a Config from already-parsed YAML data (None means all defaults)."""
+    cfg = _build(Config, {} if data is None else data, "", where)
+    cfg = dataclasses.replace(cfg, source=where)
+    _validate(cfg, where)
+    return typing.cast(Config, cfg)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config file: the given path, else $SMTPETER_CONFIG, else the default path.
+
+    A missing default file means all defaults; a missing file that was asked for by
+    name is an error.
+    """
+    explicit = path is not None or ENV_VAR in os.environ
+    p = Path(path if path is not None else os.environ.get(ENV_VAR, DEFAULT_PATH))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{p}: no such file") from None
+        return dataclasses.replace(Config(), source=None)
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse(data, str(p))
+
+
+def to_yaml(cfg: Config) -> str:
+    """Serialise a Config (used to write the local stack's config file)."""
+    data = dataclasses.asdict(cfg)
+    data.pop("source", None)
+    for section in ("auth", "milter"):
+        data[section]["socket_mode"] = f"{data[section]['socket_mode']:04o}"
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,250 @@
+"""The milter: one RelayMilter per SMTP connection from Postfix.
+
+Per message: read the login from ``{auth_authen}`` at MAIL, collect headers and
+body, reject a malformed ``x-smtpeter-*`` feature header at end of headers, and at
+end of message resolve the features (the login's, overridden by the headers), run
+the HTML pipeline on the feature thread, remove every ``x-smtpeter-*`` header,
+splice the rewritten body in, record the message, and log one summary line.
+
+Anything unexpected becomes a temporary failure (451 4.3.0): the client retries and
+nothing is lost or half-processed, because Postfix discards our edits with it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import Milter
+
+from smtpeter.config import Config
+from smtpeter.features import FeatureSet
+from smtpeter.relay.headers import HeaderError, is_instruction, parse_overrides, printable
+from smtpeter.relay.mime import Rewrite
+from smtpeter.relay.pipeline import Pipeline
+from smtpeter.store import MessageRecord, Store, StoreError, open_store
+
+log = logging.getLogger("smtpeter.milter")
+
+
+@dataclass
+class RelayContext:
+    """Everything a worker process shares between its connections."""
+
+    config: Config
+    store: Store
+    pipeline: Pipeline
+    # One thread does all HTML work (lxml is not safe on libmilter's threads).
+    features_thread: concurrent.futures.ThreadPoolExecutor
+
+    @classmethod
+    def create(cls, config: Config) -> RelayContext:
+        return cls(
+            config=config,
+            store=open_store(config.store),
+            pipeline=Pipeline(config.features),
+            features_thread=concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="features"
+            ),
+        )
+
+
+def _as_str(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
+
+
+class RelayMilter(Milter.Base):  # type: ignore[misc]
+    context: RelayContext  # set by the worker before libmilter starts
+
+    def __init__(self) -> None:
+        self.ctx = type(self).context
+        self.conn_id = Milter.uniqueID()
+        self.client = "unknown"
+        self._reset()
+
+    def _reset(self) -> None:
+        self.login: str | None = None
+        self.sender = ""
+        self.recipients: list[str] = []
+        self.headers: list[tuple[str, str]] = []
+        self.headers_size = 0
+        self.body_chunks: list[bytes] = []
+        # An exception in a no-reply callback cannot be answered there (Postfix does
+        # not wait for a reply); it is kept and turned into a tempfail at end of message.
+        self.failure: BaseException | None = None
+        self.queue_id = ""
+
+    def _log(self) -> _Adapter:
+        return _Adapter(log, f"{self.queue_id or 'NOQUEUE'}: login={self.login or '-'}")
+
+    # -- observe-only callbacks -------------------------------------------------
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def connect(self, hostname: str, family: Any, hostaddr: Any) -> int:
+        self.client = f"{hostname}[{hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr}]"
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._reset()
+        self.login = self.getsymval("{auth_authen}") or None
+        self.sender = mailfrom
+        self.queue_id = self.getsymval("i") or ""
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def envrcpt(self, rcpt: str, *params: str) -> int:
+        self.recipients.append(rcpt)
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    @Milter.decode("bytes")  # type: ignore[untyped-decorator]
+    def header(self, name: str, value: bytes | str) -> int:
+        try:
+            self.headers.append((name, _as_str(value)))
+            self.headers_size += len(name) + len(value) + 4  # "Name: value\r\n"
+        except Exception as e:  # noqa: BLE001 (see self.failure)
+            self.failure = self.failure or e
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def eoh(self) -> int:
+        if self.login is None:
+            return Milter.CONTINUE  # type: ignore[no-any-return]
+        try:
+            parse_overrides(self.headers)
+        except HeaderError as e:
+            self.queue_id = self.queue_id or self.getsymval("i") or ""
+            self._log().info("rejected: %s", e)
+            self.setreply("550", "5.6.0", f"{e.name}: {printable(str(e).split(': ', 1)[1], 120)}")
+            return Milter.REJECT  # type: ignore[no-any-return]
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    @Milter.noreply  # type: ignore[untyped-decorator]
+    def body(self, chunk: bytes) -> int:
+        self.body_chunks.append(chunk)
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def abort(self) -> int:
+        self._reset()
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def close(self) -> int:
+        return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    # -- end of message: every edit happens here ---------------------------------
+
+    def eom(self) -> int:
+        started = time.monotonic()
+        self.queue_id = self.getsymval("i") or self.queue_id
+        try:
+            return self._eom(started)
+        except StoreError as e:
+            self._log().error("temporary failure: %s", e)
+        except concurrent.futures.TimeoutError:
+            self._log().error(
+                "temporary failure: features took longer than %.0f s",
+                self.ctx.config.milter.feature_timeout,
+            )
+        except Exception:
+            self._log().exception("temporary failure: unexpected error")
+        self.setreply("451", "4.3.0", "Temporary failure processing the message, try again later")
+        return Milter.TEMPFAIL  # type: ignore[no-any-return]
+
+    def _resolve(self) -> FeatureSet | None:
+        """The features for this message, or None when the login may not send."""
+        if self.login is None:
+            # Unauthenticated mail can never turn a feature on.
+            return FeatureSet()
+        login = self.ctx.store.get_login(self.login)
+        if login is None or not login.enabled:
+            return None
+        return login.features.with_overrides(parse_overrides(self.headers))
+
+    def _eom(self, started: float) -> int:
+        if self.failure is not None:
+            raise self.failure
+        features = self._resolve()
+        if features is None:
+            self._log().warning("rejected: login is disabled or was deleted after AUTH")
+            self.setreply("550", "5.7.1", "This SMTP login is disabled")
+            return Milter.REJECT  # type: ignore[no-any-return]
+
+        body = b"".join(self.body_chunks)
+        rewrite: Rewrite | None = None
+        if self.ctx.pipeline.html_steps(features):
+            future = self.ctx.features_thread.submit(
+                self.ctx.pipeline.rewrite, self.headers, body, features
+            )
+            rewrite = future.result(timeout=self.ctx.config.milter.feature_timeout)
+
+        # Remove every instruction header. Postfix shifts later indices after a
+        # delete, so each name's copies go from the highest index down.
+        removed_bytes = 0
+        counts: Counter[str] = Counter()
+        names: dict[str, str] = {}
+        for name, value in self.headers:
+            if is_instruction(name):
+                counts[name.lower()] += 1
+                names.setdefault(name.lower(), name)
+                removed_bytes += len(name) + len(value.encode("utf-8", "surrogateescape")) + 4
+        for lname, count in counts.items():
+            for index in range(count, 0, -1):
+                self.chgheader(names[lname], index, "")
+
+        size_before = self.headers_size + len(body)
+        size_after = size_before - removed_bytes
+        applied: list[str] = []
+        if rewrite is not None and rewrite.body is not None:
+            present = {name.lower() for name, _ in self.headers}
+            for name, value in rewrite.header_changes.items():
+                if name.lower() in present:
+                    self.chgheader(name, 1, value)
+                else:
+                    self.addheader(name, value)
+            self.replacebody(rewrite.body)
+            size_after += len(rewrite.body) - len(body)
+            applied = [name for name, _ in self.ctx.pipeline.html_steps(features)]
+
+        message_id = next(
+            (v.strip() for n, v in self.headers if n.lower() == "message-id"), None
+        )
+        self.ctx.store.record_message(
+            MessageRecord(
+                queue_id=self.queue_id or "NOQUEUE",
+                message_id=message_id,
+                login=self.login,
+                envelope_sender=self.sender,
+                recipients=tuple(self.recipients),
+                features=tuple(applied),
+                size_before=size_before,
+                size_after=size_after,
+            )
+        )
+        self._log().info(
+            "accepted: from=%s nrcpt=%d features=%s applied=%s stripped=%d size=%d->%d ms=%.1f",
+            self.sender,
+            len(self.recipients),
+            ",".join(features.enabled()) or "none",
+            ",".join(applied) or "none",
+            sum(counts.values()),
+            size_before,
+            size_after,
+            (time.monotonic() - started) * 1000,
+        )
+        return Milter.ACCEPT  # type: ignore[no-any-return]
+
+
+class _Adapter(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each line with the queue id and login, as Postfix's own logs do."""
+
+    def __init__(self, logger: logging.Logger, prefix: str) -> None:
+        super().__init__(logger, {})
+        self.prefix = prefix
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.prefix} {msg}", kwargs

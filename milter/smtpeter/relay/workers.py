@@ -1,0 +1,155 @@
+"""The milter process: open the socket once, then pre-fork workers that share it.
+
+The GIL holds one Python milter process to about one core (REFERENCE.md), so the
+supervisor forks ``milter.workers`` processes (default: one per core) that all
+accept on the same listening socket. A worker that dies is replaced; SIGTERM or
+SIGINT stops them all gracefully (libmilter finishes the sessions in flight).
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import signal
+import time
+from types import FrameType
+
+import Milter
+import milter
+
+from smtpeter.config import Config
+from smtpeter.relay.milter import RelayContext, RelayMilter
+
+log = logging.getLogger("smtpeter.milter")
+
+NAME = "smtpeter"
+
+
+def _register(config: Config) -> None:
+    """Register RelayMilter's callbacks with libmilter (once, before forking)."""
+    Milter.factory = RelayMilter
+    milter.set_flags(Milter.CHGHDRS | Milter.ADDHDRS | Milter.CHGBODY | Milter.CHGFROM)
+    milter.set_connect_callback(Milter.connect_callback)
+    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    milter.set_envfrom_callback(lambda ctx, *a: ctx.getpriv().envfrom_bytes(*a))
+    milter.set_envrcpt_callback(lambda ctx, *a: ctx.getpriv().envrcpt_bytes(*a))
+    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    milter.set_close_callback(Milter.close_callback)
+    milter.setconn(config.milter.socket)
+    milter.settimeout(config.milter.timeout)
+    milter.register(
+        NAME,
+        data=lambda ctx: ctx.getpriv().data(),
+        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+        negotiate=Milter.negotiate_callback,
+    )
+
+
+def _unix_path(socket: str) -> str | None:
+    for prefix in ("unix:", "local:"):
+        if socket.startswith(prefix):
+            return socket[len(prefix) :]
+    return None
+
+
+def open_socket(config: Config) -> None:
+    path = _unix_path(config.milter.socket)
+    if path is not None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    milter.opensocket(True)  # True: remove a stale socket file first
+    if path is not None:
+        os.chmod(path, config.milter.socket_mode)
+        if config.milter.socket_group:
+            try:
+                os.chown(path, -1, grp.getgrnam(config.milter.socket_group).gr_gid)
+            except KeyError:
+                log.warning("group %r does not exist; socket left in group %d",
+                            config.milter.socket_group, os.getgid())
+
+
+def _worker(config: Config) -> int:
+    """Run libmilter's loop in this (forked) process until told to stop."""
+    RelayMilter.context = RelayContext.create(config)
+    try:
+        milter.main()
+    except milter.error as e:
+        log.error("worker %d: libmilter stopped: %s", os.getpid(), e)
+        return 1
+    return 0
+
+
+def run(config: Config) -> int:
+    """Open the socket, fork the workers and supervise them; returns an exit status."""
+    workers = config.milter.workers or os.cpu_count() or 1
+    _register(config)
+    try:
+        open_socket(config)
+    except milter.error as e:
+        log.error("cannot listen on %s: %s", config.milter.socket, e)
+        return 1
+    # Check the store and the features once up front: a worker that cannot start
+    # would otherwise be respawned in a loop.
+    RelayContext.create(config).store.close()
+    log.info("listening on %s with %d workers", config.milter.socket, workers)
+
+    stopping = False
+    children: dict[int, float] = {}
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = _worker(config)
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(children))
+        stopping = True
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(workers):
+        spawn()
+    status = 0
+    while children:
+        try:
+            pid, wstatus = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        if started is None:
+            continue
+        if stopping:
+            continue
+        code = os.waitstatus_to_exitcode(wstatus)
+        log.error("worker %d exited with status %d; starting a new one", pid, code)
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # do not spin on a worker that dies at once
+        spawn()
+    path = _unix_path(config.milter.socket)
+    if path is not None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    log.info("stopped")
+    return status

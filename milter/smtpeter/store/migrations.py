@@ -1,0 +1,37 @@
+"""Schema migrations, applied in order; the schema version is SQLite's user_version.
+
+Append new steps; never edit a step that has shipped.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: logins and the per-message record.
+    """
+    CREATE TABLE logins (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        enabled       INTEGER NOT NULL DEFAULT 1,
+        inlinecss     INTEGER NOT NULL DEFAULT 0,
+        trackclicks   INTEGER NOT NULL DEFAULT 0,
+        trackopens    INTEGER NOT NULL DEFAULT 0,
+        trackbounces  INTEGER NOT NULL DEFAULT 0,
+        created_at    TEXT NOT NULL,
+        updated_at    TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id              INTEGER PRIMARY KEY,
+        queue_id        TEXT NOT NULL,
+        message_id      TEXT,
+        login           TEXT,
+        envelope_sender TEXT NOT NULL,
+        recipients      TEXT NOT NULL,
+        features        TEXT NOT NULL,
+        size_before     INTEGER NOT NULL,
+        size_after      INTEGER NOT NULL,
+        created_at      TEXT NOT NULL
+    );
+    CREATE INDEX messages_queue_id ON messages (queue_id);
+    CREATE INDEX messages_login_created ON messages (login, created_at);
+    """,
+)

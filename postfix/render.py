@@ -1,0 +1,86 @@
+"""Render Postfix's main.cf and master.cf settings for smtpeter.
+
+One function per use, one set of templates (the ``*.cf.in`` files beside this
+module): what the tests run is what is shipped. ``relay-*`` holds the settings a
+dedicated smtpeter relay needs in any Postfix; ``instance-*`` adds what a private
+Postfix instance (local stack, tests) needs around them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+class RenderError(ValueError):
+    pass
+
+
+def _template(name: str) -> str:
+    return resources.files(__package__ or "smtpeter.postfix").joinpath(name).read_text("utf-8")
+
+
+def _fill(name: str, values: dict[str, str]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise RenderError(f"{name}: no value for {{{{{key}}}}}")
+        return values[key]
+
+    return _PLACEHOLDER.sub(sub, _template(name))
+
+
+def postfix_milter_address(socket: str) -> str:
+    """libmilter's socket syntax (unix:/p, inet:port@host) in Postfix's (unix:/p, inet:host:port)."""
+    kind, _, rest = socket.partition(":")
+    if kind in ("unix", "local"):
+        return f"unix:{rest}"
+    if kind in ("inet", "inet6"):
+        port, _, host = rest.partition("@")
+        return f"inet:{host or 'localhost'}:{port}"
+    raise RenderError(f"unsupported milter socket {socket!r}")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    tls_cert_file: str
+    tls_key_file: str
+    # The auth socket as smtpd sees it (relative to the chroot when chrooted).
+    auth_socket: str
+    # The milter socket in libmilter's syntax, as in smtpeter.yaml.
+    milter_socket: str
+    smtp_listen: str = "smtp"
+    submission_listen: str = "submission"
+    chroot: bool = True
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    config_dir: str
+    queue_dir: str
+    data_dir: str
+    log_file: str
+    log_dir: str
+    relayhost: str
+    myhostname: str = "smtpeter.localhost"
+
+
+def render_relay(relay: RelaySettings) -> tuple[str, str]:
+    """The (main.cf, master.cf) settings of a dedicated smtpeter relay."""
+    values = {k: str(v) for k, v in asdict(relay).items()}
+    values["chroot"] = "y" if relay.chroot else "n"
+    values["milter_socket"] = postfix_milter_address(relay.milter_socket)
+    return _fill("relay-main.cf.in", values), _fill("relay-master.cf.in", values)
+
+
+def render_instance(relay: RelaySettings, instance: InstanceSettings) -> dict[str, str]:
+    """Complete main.cf and master.cf for a private Postfix instance running the relay."""
+    main, master = render_relay(relay)
+    values = {k: str(v) for k, v in asdict(instance).items()}
+    return {
+        "main.cf": _fill("instance-main.cf.in", values) + "\n" + main,
+        "master.cf": master + "\n" + _fill("instance-master.cf.in", values),
+    }
