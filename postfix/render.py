@@ -34,7 +34,8 @@ def _fill(name: str, values: dict[str, str]) -> str:
 
 
 def postfix_milter_address(socket: str) -> str:
-    """libmilter's socket syntax (unix:/p, inet:port@host) in Postfix's (unix:/p, inet:host:port)."""
+    """libmilter's socket syntax (unix:/p, inet:port@host) in Postfix's syntax
+    (unix:/p, inet:host:port)."""
     kind, _, rest = socket.partition(":")
     if kind in ("unix", "local"):
         return f"unix:{rest}"

@@ -133,9 +133,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-    elif tp is str:
-        if isinstance(value, str) and value:
-            return value
+    elif tp is str and isinstance(value, str) and value:
+        return value
     raise ConfigError(f"{where}: {key}: expected {_expected(tp)}, got {value!r}")
 
 
@@ -148,7 +147,9 @@ def _build(cls: type[Any], data: Any, prefix: str, where: str) -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in known:
-            raise ConfigError(f"{where}: {key}: unknown setting (known: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{where}: {key}: unknown setting (known: {', '.join(sorted(known))})"
+            )
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(typing.cast(type[Any], tp), value, key, where)
@@ -170,7 +171,7 @@ def _parse_mode(value: Any, key: str, where: str) -> int:
             mode = -1
         if 0 <= mode <= 0o777:
             return mode
-    raise ConfigError(f"{where}: {key}: expected an octal file mode such as \"0660\", got {value!r}")
+    raise ConfigError(f'{where}: {key}: expected an octal file mode such as "0660", got {value!r}')
 
 
 def _validate(cfg: Config, where: str) -> None:

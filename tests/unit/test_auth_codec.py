@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+
 from smtpeter.auth.codec import (
     MAX_LINE_LENGTH,
     AuthRequest,

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
+
 from smtpeter.auth.cache import CredentialCache
 from smtpeter.auth.server import FAIL_REASON, AuthServer, Credentials, valid_login_name
 

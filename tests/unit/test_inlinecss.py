@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import ClassVar, cast
 
 import pytest
-from smtpeter.features.inlinecss import ENGINES, Engine, make_inliner
 
+from smtpeter.features.inlinecss import ENGINES, Engine, make_inliner
 from tests import mimedata
 
 ALL_ENGINES: list[Engine] = ["css-inline", "premailer"]
@@ -192,3 +192,26 @@ def test_css_parser_warnings_are_silent(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     captured = capsys.readouterr()
     assert captured.err == ""
+
+
+@pytest.mark.parametrize("engine", ALL_ENGINES)
+@pytest.mark.parametrize(
+    "html",
+    ["", "  \r\n", "<!-- nothing -->", "<p>no style block</p>", mimedata.TEXT_PLAIN],
+    ids=["empty", "blank", "comment", "no-style", "plain-text"],
+)
+def test_nothing_to_inline_returns_input_unchanged(engine: Engine, html: str) -> None:
+    assert make_inliner(engine)(html) == html
+
+
+@pytest.mark.parametrize("engine", ALL_ENGINES)
+def test_xhtml_with_xml_declaration(engine: Engine) -> None:
+    html = (
+        '\ufeff<?xml version="1.0" encoding="utf-8"?>\n'
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"'
+        ' "http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml"><head><style type="text/css">'
+        "p { color: red; }</style></head><body><p>x</p></body></html>"
+    )
+    out = make_inliner(engine)(html)
+    assert re.search(r'<p style="color: ?red;?">x</p>', out)

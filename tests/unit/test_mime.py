@@ -9,9 +9,9 @@ from collections.abc import Callable
 from email.message import EmailMessage
 
 import pytest
+
 from smtpeter.features.inlinecss import Engine, make_inliner
 from smtpeter.relay.mime import Rewrite, rewrite_html_parts
-
 from tests import mimedata
 from tests.mimedata import Msg
 

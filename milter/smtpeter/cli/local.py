@@ -30,14 +30,30 @@ def add_parser(sub: Any) -> None:
         "milter and a local sink that keeps every message in a Maildir.",
     )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--dir", type=Path, default=DEFAULT_ROOT,
-                   help=f"where the stack keeps everything (default {DEFAULT_ROOT})")
-    p.add_argument("--smtp-port", type=int, default=Ports.smtp,
-                   help="loopback port standing in for 25 (default %(default)s)")
-    p.add_argument("--submission-port", type=int, default=Ports.submission,
-                   help="loopback port standing in for 587 (default %(default)s)")
-    p.add_argument("--sink-port", type=int, default=Ports.sink,
-                   help="loopback port of the local sink (default %(default)s)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help=f"where the stack keeps everything (default {DEFAULT_ROOT})",
+    )
+    p.add_argument(
+        "--smtp-port",
+        type=int,
+        default=Ports.smtp,
+        help="loopback port standing in for 25 (default %(default)s)",
+    )
+    p.add_argument(
+        "--submission-port",
+        type=int,
+        default=Ports.submission,
+        help="loopback port standing in for 587 (default %(default)s)",
+    )
+    p.add_argument(
+        "--sink-port",
+        type=int,
+        default=Ports.sink,
+        help="loopback port of the local sink (default %(default)s)",
+    )
 
 
 def _describe(stack: LocalStack, password: str | None) -> str:
@@ -52,7 +68,9 @@ def _describe(stack: LocalStack, password: str | None) -> str:
     if password is not None:
         lines.append(f"  Password:   {password}   (shown once; includes the spaces)")
     else:
-        lines.append(f"  Password:   unchanged; new one: smtpeter --config {cfg} login rotate {DEMO}")
+        lines.append(
+            f"  Password:   unchanged; new one: smtpeter --config {cfg} login rotate {DEMO}"
+        )
     lines += [
         f"  Config:     {stack.config_file}",
         f"  Delivered:  {stack.maildir}/new/ (nothing leaves this machine)",

@@ -111,8 +111,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         elif cmd == "set":
             changes = {f: getattr(args, f) for f in NAMES if getattr(args, f) is not None}
             if not changes:
-                print("smtpeter: login set: name at least one --FEATURE or --no-FEATURE",
-                      file=sys.stderr)
+                print(
+                    "smtpeter: login set: name at least one --FEATURE or --no-FEATURE",
+                    file=sys.stderr,
+                )
                 return exits.USAGE
             _print(store.update_login(args.name, features=changes), args.json)
         elif cmd == "rotate":

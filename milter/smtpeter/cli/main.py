@@ -23,19 +23,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtpeter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     logins.add_parser(sub)
-    sub.add_parser("authd", help="run the SASL auth daemon Postfix talks to (foreground)",
-                   description="Run the auth daemon (Dovecot auth protocol) in the foreground.")
-    sub.add_parser("milter", help="run the milter (foreground, pre-forked workers)",
-                   description="Run the milter in the foreground with its worker processes.")
-    sink = sub.add_parser("sink", help="run a local SMTP sink that writes to a Maildir",
-                          description="Accept all mail on a loopback port and write it to a "
-                          "Maildir (for the local stack and tests).")
+    sub.add_parser(
+        "authd",
+        help="run the SASL auth daemon Postfix talks to (foreground)",
+        description="Run the auth daemon (Dovecot auth protocol) in the foreground.",
+    )
+    sub.add_parser(
+        "milter",
+        help="run the milter (foreground, pre-forked workers)",
+        description="Run the milter in the foreground with its worker processes.",
+    )
+    sink = sub.add_parser(
+        "sink",
+        help="run a local SMTP sink that writes to a Maildir",
+        description="Accept all mail on a loopback port and write it to a "
+        "Maildir (for the local stack and tests).",
+    )
     sink.add_argument("--host", default="127.0.0.1")
     sink.add_argument("--port", type=int, required=True)
     sink.add_argument("--maildir", required=True)
     sink.add_argument("--reject", metavar="REGEX", help="refuse recipients matching REGEX with 550")
-    check = sub.add_parser("config", help="check the config file and print it with defaults",
-                           description="Validate the config file; print the effective settings.")
+    check = sub.add_parser(
+        "config",
+        help="check the config file and print it with defaults",
+        description="Validate the config file; print the effective settings.",
+    )
     check.add_argument("action", choices=["check", "show"])
     local.add_parser(sub)
     return parser

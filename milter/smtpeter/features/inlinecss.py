@@ -20,7 +20,7 @@ Both engines are configured the same way:
   ``@import``, no base URL. The HTML comes from whoever submitted the message;
   letting it make our mail server fetch URLs (internal ones included) or read
   ``file://`` paths would be a server-side request forgery hole. css-inline runs
-  with ``load_remote_stylesheets=True`` and no ``base_url``; premailer with
+  with ``load_remote_stylesheets=False`` and no ``base_url``; premailer with
   ``allow_network=False`` and ``allow_loading_external_files=False``, and its
   CSS parser (cssutils) gets a fetcher that refuses everything, because cssutils
   resolves ``@import`` rules on its own even when premailer's network is off.
@@ -31,6 +31,9 @@ Both engines are configured the same way:
 * cssutils' warnings about CSS it does not know (vendor hacks are common in
   newsletters) are silenced; they would flood the mail log.
 
+A document without a <style> block is returned unchanged (nothing to inline, and
+both engines would otherwise re-serialise it, which would count as a change).
+
 The inliner object is built once by :func:`make_inliner`; the returned callable
 is what the milter calls for every text/html part.
 """
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
@@ -50,6 +54,14 @@ __all__ = ["ENGINES", "Engine", "make_inliner"]
 
 Engine = Literal["css-inline", "premailer"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+
+# Only <style> blocks are ever read (no <link>, no @import), so a document without
+# one has nothing to inline and is returned as it is (the part then stays untouched).
+_STYLE_TAG = re.compile(r"<style[\s>/]", re.IGNORECASE)
+# An XML declaration with an encoding makes lxml refuse a str document (XHTML
+# newsletters often start with one); it means nothing in text/html, so premailer
+# gets the document without it.
+_XML_DECLARATION = re.compile(r"\A[\s\ufeff]*<\?xml[^>]*\?>\s*", re.IGNORECASE)
 
 logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
 cssutils.log.setLevel(logging.CRITICAL)
@@ -77,10 +89,12 @@ def _make_css_inline() -> Callable[[str], str]:
         keep_at_rules=True,
         keep_link_tags=False,
         base_url=None,
-        load_remote_stylesheets=True,
+        load_remote_stylesheets=False,
     )
 
     def inline(html: str) -> str:
+        if _STYLE_TAG.search(html) is None:
+            return html
         result: str = inliner.inline(html)
         return result
 
@@ -106,7 +120,7 @@ class _OfflinePremailer(Premailer):  # type: ignore[misc]
 
 
 def _make_premailer() -> Callable[[str], str]:
-    premailer = Premailer(
+    premailer = _OfflinePremailer(
         base_url=None,
         disable_link_rewrites=True,
         keep_style_tags=False,
@@ -118,7 +132,11 @@ def _make_premailer() -> Callable[[str], str]:
     )
 
     def inline(html: str) -> str:
-        result: str = premailer.transform(html, pretty_print=False)
+        if _STYLE_TAG.search(html) is None:
+            return html
+        result: str = premailer.transform(
+            _XML_DECLARATION.sub("", html, count=1), pretty_print=False
+        )
         return result
 
     return inline

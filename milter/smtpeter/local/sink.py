@@ -30,7 +30,7 @@ class MaildirHandler:
             os.makedirs(os.path.join(maildir, sub), exist_ok=True)
         self._seq = 0
 
-    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if self.reject is not None and self.reject.search(address):
@@ -38,7 +38,7 @@ class MaildirHandler:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content or envelope.content
         lines = [f"Return-Path: <{envelope.mail_from}>"]
         lines += [f"Delivered-To: {rcpt}" for rcpt in envelope.rcpt_tos]
@@ -51,8 +51,13 @@ class MaildirHandler:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, os.path.join(self.maildir, "new", name))
-        log.info("delivered from=<%s> to=%s size=%d file=%s",
-                 envelope.mail_from, ",".join(envelope.rcpt_tos), len(data), name)
+        log.info(
+            "delivered from=<%s> to=%s size=%d file=%s",
+            envelope.mail_from,
+            ",".join(envelope.rcpt_tos),
+            len(data),
+            name,
+        )
         return "250 2.0.0 Delivered to the local sink"
 
 
@@ -61,8 +66,9 @@ async def serve(host: str, port: int, maildir: str, reject: str | None = None) -
     handler = MaildirHandler(maildir, reject)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(handler, hostname="sink.localhost", data_size_limit=None,
-                     enable_SMTPUTF8=True),
+        lambda: SMTP(
+            handler, hostname="sink.localhost", data_size_limit=None, enable_SMTPUTF8=True
+        ),
         host=host,
         port=port,
     )

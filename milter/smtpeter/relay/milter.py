@@ -150,7 +150,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                 "temporary failure: features took longer than %.0f s",
                 self.ctx.config.milter.feature_timeout,
             )
-        except Exception:
+        except Exception:  # noqa: BLE001 (any fault here must tempfail, never lose mail)
             self._log().exception("temporary failure: unexpected error")
         self.setreply("451", "4.3.0", "Temporary failure processing the message, try again later")
         return Milter.TEMPFAIL  # type: ignore[no-any-return]
@@ -210,9 +210,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             size_after += len(rewrite.body) - len(body)
             applied = [name for name, _ in self.ctx.pipeline.html_steps(features)]
 
-        message_id = next(
-            (v.strip() for n, v in self.headers if n.lower() == "message-id"), None
-        )
+        message_id = next((v.strip() for n, v in self.headers if n.lower() == "message-id"), None)
         self.ctx.store.record_message(
             MessageRecord(
                 queue_id=self.queue_id or "NOQUEUE",

@@ -8,18 +8,24 @@ SIGINT stops them all gracefully (libmilter finishes the sessions in flight).
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import importlib
 import logging
 import os
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import Milter
-import milter
 
 from smtpeter.config import Config
 from smtpeter.relay.milter import RelayContext, RelayMilter
+
+# pymilter's C module is called "milter", the name of our source folder too; loading it
+# by name keeps type checkers from confusing the two.
+milter: Any = importlib.import_module("milter")
 
 log = logging.getLogger("smtpeter.milter")
 
@@ -68,8 +74,11 @@ def open_socket(config: Config) -> None:
             try:
                 os.chown(path, -1, grp.getgrnam(config.milter.socket_group).gr_gid)
             except KeyError:
-                log.warning("group %r does not exist; socket left in group %d",
-                            config.milter.socket_group, os.getgid())
+                log.warning(
+                    "group %r does not exist; socket left in group %d",
+                    config.milter.socket_group,
+                    os.getgid(),
+                )
 
 
 def _worker(config: Config) -> int:
@@ -118,10 +127,8 @@ def run(config: Config) -> int:
             log.info("%s: stopping %d workers", signal.Signals(signum).name, len(children))
         stopping = True
         for pid in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -147,9 +154,7 @@ def run(config: Config) -> int:
         spawn()
     path = _unix_path(config.milter.socket)
     if path is not None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
     log.info("stopped")
     return status

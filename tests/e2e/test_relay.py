@@ -1,0 +1,301 @@
+"""End to end on the real stack: submission, refusals, features, header stripping."""
+
+from __future__ import annotations
+
+import base64
+import re
+import smtplib
+import subprocess
+import time
+
+import pytest
+
+from smtpeter.local.stack import LocalStack
+from smtpeter.store import Store
+from tests import mimedata
+from tests.e2e.conftest import MakeLogin
+from tests.e2e.smtp import connect, delivered_paths, find_delivered, parse, send, simple
+
+pytestmark = pytest.mark.e2e
+
+STYLED = (
+    "<html><head><style>p.x { color: #ff0000; } "
+    "@media (max-width: 600px) { p.x { color: #0000ff !important; } }</style></head>"
+    '<body><p class="x">styled paragraph</p></body></html>'
+)
+
+
+def _html_of(data: bytes) -> str:
+    msg = parse(data)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None, "no HTML part delivered"
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def _inlined(html: str) -> bool:
+    return bool(re.search(r'<p[^>]*style="[^"]*color: ?#ff0000', html))
+
+
+# -- accepted submissions ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+@pytest.mark.parametrize("which", ["smtp", "submission"])
+def test_authenticated_submission_is_delivered(
+    stack: LocalStack, make_login: MakeLogin, which: str, mechanism: str
+) -> None:
+    user, password = make_login()
+    port = getattr(stack.ports, which)
+    mark = send(stack, user, password, simple("port test"), port=port, mechanism=mechanism)
+    delivered = parse(find_delivered(stack, mark))
+    assert delivered["Subject"] == "port test"
+
+
+def test_swaks_submission_with_features(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login(inlinecss=True)
+    raw = simple("swaks", html=STYLED, X_SMTPeter_TrackOpens="false").decode()
+    result = subprocess.run(
+        [
+            "swaks", "--server", f"127.0.0.1:{stack.ports.smtp}", "--tls",
+            "--tls-ca-path", str(stack.cert_file), "--tls-verify",
+            "--auth", "LOGIN", "--auth-user", user, "--auth-password", password,
+            "--from", "sender@example.com", "--to", "rcpt@example.org",
+            "--data", "-",
+        ],
+        input=raw.replace("Subject: swaks", "Subject: swaks\nMessage-ID: <swaks-1@test>"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "250 2.0.0 Ok: queued" in result.stdout
+    data = find_delivered(stack, "swaks-1@test")
+    assert b"x-smtpeter" not in data.lower()
+    assert _inlined(_html_of(data))
+
+
+# -- refused submissions ----------------------------------------------------------
+
+
+def test_auth_before_starttls_is_refused(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login()
+    with connect(stack, stack.ports.submission, starttls=False) as client:
+        assert not client.has_extn("auth"), "AUTH must not be offered before STARTTLS"
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        code, reply = client.docmd("AUTH", f"PLAIN {token}")
+        assert (code, reply) == (530, b"5.7.0 Must issue a STARTTLS command first")
+        code, reply = client.docmd("MAIL", "FROM:<sender@example.com>")
+        assert code == 530 and b"STARTTLS" in reply, reply
+
+
+def test_mail_without_auth_is_refused(stack: LocalStack) -> None:
+    with connect(stack, stack.ports.smtp) as client:
+        assert client.has_extn("auth")
+        code, reply = client.mail("sender@example.com")
+        assert (code, reply) == (530, b"5.7.0 <sender@example.com>: Sender address rejected: "
+                                      b"Authentication required")  # fmt: skip
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_wrong_password_and_unknown_login_get_the_same_535(
+    stack: LocalStack, make_login: MakeLogin, mechanism: str
+) -> None:
+    user, password = make_login()
+    replies: list[tuple[int, bytes]] = []
+    for u, p in ((user, password + "x"), ("no-such-login", password)):
+        with connect(stack, stack.ports.submission) as client:
+            client.user, client.password = u, p
+            with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+                client.auth(mechanism, getattr(client, f"auth_{mechanism.lower()}"))
+            reply = err.value.smtp_error
+            replies.append((err.value.smtp_code, reply if isinstance(reply, bytes) else b""))
+    assert replies[0] == replies[1]
+    assert replies[0][0] == 535 and replies[0][1].startswith(b"5.7.8")
+
+
+def test_disabled_login_is_refused(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login(enabled=False)
+    with connect(stack, stack.ports.submission) as client:
+        client.user, client.password = user, password
+        with pytest.raises(smtplib.SMTPAuthenticationError) as err:
+            client.auth("PLAIN", client.auth_plain)
+        assert err.value.smtp_code == 535
+
+
+def test_disabling_a_login_takes_effect_at_once(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    user, password = make_login()
+    send(stack, user, password, simple("before disable"))  # now cached by the auth daemon
+    store.update_login(user, enabled=False)
+    with connect(stack, stack.ports.submission) as client:
+        client.user, client.password = user, password
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("PLAIN", client.auth_plain)
+
+
+# -- features and headers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("login_on", "header", "expect_inlined"),
+    [
+        (True, None, True),
+        (False, None, False),
+        (False, "true", True),
+        (False, "TRUE", True),
+        (True, "false", False),
+        (True, " False ", False),
+    ],
+)
+def test_inlinecss_login_setting_and_header_override(
+    stack: LocalStack,
+    make_login: MakeLogin,
+    login_on: bool,
+    header: str | None,
+    expect_inlined: bool,
+) -> None:
+    user, password = make_login(inlinecss=login_on)
+    extra = {} if header is None else {"X_SMTPeter_InlineCSS": header}
+    mark = send(stack, user, password, simple("inline", html=STYLED, **extra))
+    data = find_delivered(stack, mark)
+    html = _html_of(data)
+    assert _inlined(html) is expect_inlined
+    assert b"x-smtpeter" not in data.lower()
+    # The mobile override survives inlining.
+    assert "@media" in html and "!important" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("x-smtpeter-inlinecss", "maybe"),
+        ("X-SMTPeter-TrackClicks", "1"),
+        ("x-smtpeter-trackopens", ""),
+    ],
+)
+def test_malformed_feature_header_is_refused_and_nothing_queued(
+    stack: LocalStack, make_login: MakeLogin, name: str, value: str
+) -> None:
+    user, password = make_login()
+    raw = simple("bad header").replace(b"Subject:", f"{name}: {value}\r\nSubject:".encode(), 1)
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(stack, user, password, raw)
+    assert err.value.smtp_code == 550
+    reply = err.value.smtp_error
+    text = reply.decode() if isinstance(reply, bytes) else reply
+    assert name in text and f'"{value}"' in text
+    time.sleep(1)
+    assert not [p for p in stack.delivered() if b"bad header" in p.read_bytes()]
+
+
+def test_every_instruction_header_is_removed(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login()
+    head = (
+        "X-SMTPeter-InlineCSS: false\r\n"
+        "x-smtpeter-inlinecss: false\r\n"
+        "X-SMTPETER-TRACKOPENS:\r\n  false\r\n"
+        "x-smtpeter-campaign: spring\r\n"
+        "x-smtpeter-preventscam: true\r\n"
+        "X-Other: kept\r\n"
+    )
+    raw = simple("strip").replace(b"Subject:", head.encode() + b"Subject:", 1)
+    mark = send(stack, user, password, raw)
+    data = find_delivered(stack, mark)
+    assert b"x-smtpeter" not in data.lower()
+    assert parse(data)["X-Other"] == "kept"
+
+
+def test_attachments_and_text_parts_arrive_byte_identical(
+    stack: LocalStack, make_login: MakeLogin
+) -> None:
+    user, password = make_login(inlinecss=True)
+    original = mimedata.mixed_related()
+    mark = send(stack, user, password, original.raw)
+    data = find_delivered(stack, mark)
+    delivered = parse(data)
+    sent = parse(original.raw)
+    for want, got in zip(sent.walk(), delivered.walk(), strict=True):
+        assert want.get_content_type() == got.get_content_type()
+        if want.get_content_maintype() in ("image", "application"):
+            assert got.get_payload(decode=True) == want.get_payload(decode=True)
+        if want.get_content_type() == "text/plain":
+            # The sink stores lines with LF, as Maildir does.
+            assert got.get_content() == want.get_content().replace("\r\n", "\n")
+    # The raw base64 of the PDF is passed through line for line.
+    pdf_b64 = mimedata.b64(mimedata.pdf_bytes()).replace(b"\r\n", b"\n")
+    assert pdf_b64 in data
+    html = _html_of(data)
+    assert 'style="' in html
+    assert max(len(line) for line in data.split(b"\n")) <= 998
+
+
+def test_signed_message_passes_untouched(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login(inlinecss=True)
+    original = mimedata.signed()
+    mark = send(stack, user, password, original.raw)
+    data = find_delivered(stack, mark)
+    assert original.body.replace(b"\r\n", b"\n") in data
+
+
+def test_summary_log_line(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login(inlinecss=True)
+    mark = send(stack, user, password, simple("log line", html=STYLED))
+    find_delivered(stack, mark)
+    log = stack.log_file("milter").read_text()
+    line = next(line for line in reversed(log.splitlines()) if f"login={user} " in line)
+    assert re.search(
+        r"INFO [0-9A-F]{6,}: login=\S+ accepted: .*features=inlinecss applied=inlinecss "
+        r"stripped=0 size=\d+->\d+ ms=\d+\.\d",
+        line,
+    ), line
+
+
+# -- failures on our side: 4xx, nothing lost --------------------------------------
+
+
+def test_milter_down_tempfails_and_the_retry_is_delivered(
+    stack: LocalStack, make_login: MakeLogin
+) -> None:
+    user, password = make_login(inlinecss=True)
+    raw = simple("milter down", html=STYLED)
+    stack.stop_component("milter")
+    try:
+        # Postfix answers 4xx from the first command after it finds the milter
+        # gone (STARTTLS, AUTH or MAIL, depending on timing); the client must retry.
+        with pytest.raises(smtplib.SMTPResponseException) as err:
+            send(stack, user, password, raw)
+        assert 400 <= err.value.smtp_code < 500, err.value
+    finally:
+        stack.start_component("milter")
+    time.sleep(1)
+    assert not [p for p in stack.delivered() if b"milter down" in p.read_bytes()]
+    assert stack.queue_empty()
+    mark = send(stack, user, password, raw)
+    assert _inlined(_html_of(find_delivered(stack, mark)))
+
+
+def test_auth_daemon_down_gives_454(stack: LocalStack, make_login: MakeLogin) -> None:
+    user, password = make_login()
+    stack.stop_component("authd")
+    try:
+        with connect(stack, stack.ports.submission) as client:
+            client.user, client.password = user, password
+            code, reply = client.docmd("AUTH", "PLAIN " + client.auth_plain())
+            assert code == 454 and reply.startswith(b"4.7.0"), (code, reply)
+    finally:
+        stack.start_component("authd")
+    mark = send(stack, user, password, simple("authd back"))
+    find_delivered(stack, mark)
+
+
+def test_nothing_left_behind(stack: LocalStack) -> None:
+    """Every accepted message reached the sink: Postfix's queue is empty."""
+    deadline = time.monotonic() + 20
+    while not stack.queue_empty() and time.monotonic() < deadline:
+        stack.flush()
+        time.sleep(0.5)
+    assert stack.queue_empty()
+    assert delivered_paths(stack, "") == stack.delivered()
