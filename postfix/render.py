@@ -51,8 +51,9 @@ class RelaySettings:
     tls_key_file: str
     # The auth socket as smtpd sees it (relative to the chroot when chrooted).
     auth_socket: str
-    # The milter socket in libmilter's syntax, as in smtpeter.yaml.
-    milter_socket: str
+    # The milter socket in libmilter's syntax, as in smtpeter.yaml; None leaves our
+    # milter out (only the benchmark's baseline does that).
+    milter_socket: str | None
     smtp_listen: str = "smtp"
     submission_listen: str = "submission"
     chroot: bool = True
@@ -67,13 +68,19 @@ class InstanceSettings:
     log_dir: str
     relayhost: str
     myhostname: str = "smtpeter.localhost"
+    # Further master.cf lines (the benchmark adds a plain listener).
+    extra_services: str = ""
 
 
 def render_relay(relay: RelaySettings) -> tuple[str, str]:
     """The (main.cf, master.cf) settings of a dedicated smtpeter relay."""
     values = {k: str(v) for k, v in asdict(relay).items()}
     values["chroot"] = "y" if relay.chroot else "n"
-    values["milter_socket"] = postfix_milter_address(relay.milter_socket)
+    values["smtpd_milters"] = (
+        f"{{ {postfix_milter_address(relay.milter_socket)}, default_action=tempfail }}"
+        if relay.milter_socket is not None
+        else ""
+    )
     return _fill("relay-main.cf.in", values), _fill("relay-master.cf.in", values)
 
 
@@ -83,5 +90,8 @@ def render_instance(relay: RelaySettings, instance: InstanceSettings) -> dict[st
     values = {k: str(v) for k, v in asdict(instance).items()}
     return {
         "main.cf": _fill("instance-main.cf.in", values) + "\n" + main,
-        "master.cf": master + "\n" + _fill("instance-master.cf.in", values),
+        "master.cf": master
+        + "\n"
+        + _fill("instance-master.cf.in", values)
+        + (f"\n{instance.extra_services}\n" if instance.extra_services else ""),
     }

@@ -84,6 +84,10 @@ class LocalStack:
     settings: dict[str, Any] = field(default_factory=dict)
     sink_reject: str | None = None
     python: str = sys.executable
+    # False runs Postfix without our milter (the benchmark's baseline).
+    with_milter: bool = True
+    # Further master.cf service lines for the private Postfix.
+    extra_services: str = ""
 
     # -- paths ----------------------------------------------------------------------
     @property
@@ -166,7 +170,7 @@ class LocalStack:
             tls_cert_file=str(self.cert_file),
             tls_key_file=str(self.cert_file.with_name("key.pem")),
             auth_socket=cfg.auth.socket,
-            milter_socket=cfg.milter.socket,
+            milter_socket=cfg.milter.socket if self.with_milter else None,
             smtp_listen=f"127.0.0.1:{self.ports.smtp}",
             submission_listen=f"127.0.0.1:{self.ports.submission}",
             chroot=False,
@@ -178,6 +182,7 @@ class LocalStack:
             log_file=str(self.log_file("postfix")),
             log_dir=str(self.log_dir),
             relayhost=f"[127.0.0.1]:{self.ports.sink}",
+            extra_services=self.extra_services,
         )
         self.postfix_dir.mkdir(parents=True, exist_ok=True)
         for name, text in render_instance(relay, instance).items():

@@ -68,6 +68,7 @@ def parse_overrides(headers: Iterable[tuple[str, str]]) -> dict[str, bool]:
 def printable(value: str, limit: int = 60) -> str:
     """A header value made safe for an SMTP reply and a log line: ASCII, no controls,
     no '%' (libmilter treats it as a format character), bounded length."""
-    cleaned = "".join(c if " " <= c < "\x7f" and c != "%" else "?" for c in unfold(value))
+    text = unfold(value).replace("\t", " ")
+    cleaned = "".join(c if " " <= c < "\x7f" and c != "%" else "?" for c in text)
     cleaned = cleaned.strip()
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

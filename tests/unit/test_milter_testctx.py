@@ -1,0 +1,160 @@
+"""The milter in-process, through pymilter's TestCtx (the fast tier; the real thing
+is tests/e2e). A real SQLite store, the real feature pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import Milter
+import pytest
+from Milter.testctx import TestCtx
+
+from smtpeter import config as configmod
+from smtpeter.config import FeaturesConfig
+from smtpeter.features import FeatureSet
+from smtpeter.logins import Login
+from smtpeter.relay.milter import RelayContext, RelayMilter
+from smtpeter.relay.pipeline import Pipeline
+from tests import mimedata
+
+STYLED = "<html><head><style>p { color: #ff0000; }</style></head><body><p>styled</p></body></html>"
+
+
+def message(*extra_headers: str, html: str = STYLED) -> bytes:
+    head = "".join(h + "\r\n" for h in extra_headers)
+    return (
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: t\r\n"
+        "Message-ID: <t1@example.com>\r\n" + head + "MIME-Version: 1.0\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n"
+    ).encode()
+
+
+# TestCtx offers every protocol bit, the no-reply ones included; its _feedFile then
+# stops at the first NOREPLY. Offer what an MTA without no-reply support offers.
+_NO_REPLY_BITS = sum(getattr(Milter, n) for n in dir(Milter) if n.startswith("P_NR_"))
+
+
+@pytest.fixture
+def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayContext]:
+    monkeypatch.setattr(
+        TestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~_NO_REPLY_BITS, 0, 0]
+    )
+    cfg = configmod.parse({"store": {"sqlite_path": str(tmp_path / "s.db")}}, "test")
+    ctx = RelayContext.create(cfg)
+    ctx.store.create_login(Login("plain", "x"))
+    ctx.store.create_login(Login("inliner", "x", features=FeatureSet(inlinecss=True)))
+    ctx.store.create_login(Login("off", "x", enabled=False))
+    monkeypatch.setattr(RelayMilter, "context", ctx, raising=False)
+    monkeypatch.setattr(Milter, "factory", RelayMilter)
+    yield ctx
+    ctx.features_thread.shutdown()
+
+
+def feed(raw: bytes, login: str | None = None) -> tuple[int, TestCtx]:
+    ctx = TestCtx()
+    ctx._setsymval("i", "4F3A21B0C9")
+    if login is not None:
+        ctx._setsymval("{auth_authen}", login)
+    assert ctx._connect(ip="192.0.2.1") == Milter.CONTINUE
+    rc = ctx._feedFile(BytesIO(raw), "a@example.com", "b@example.org")
+    return rc, ctx
+
+
+def delivered_headers(ctx: TestCtx) -> list[str]:
+    return [name.lower() for name in ctx._msg]
+
+
+def test_unauthenticated_mail_is_stripped_but_gets_no_feature(relay: RelayContext) -> None:
+    rc, ctx = feed(message("X-SMTPeter-InlineCSS: true", "x-smtpeter-whatever: 1"))
+    assert rc == Milter.ACCEPT
+    assert not [h for h in delivered_headers(ctx) if h.startswith("x-smtpeter-")]
+    assert not ctx._bodyreplaced
+
+
+def test_unauthenticated_mail_with_a_malformed_value_is_not_refused(relay: RelayContext) -> None:
+    rc, ctx = feed(message("x-smtpeter-inlinecss: perhaps"))
+    assert rc == Milter.ACCEPT
+    assert "x-smtpeter-inlinecss" not in delivered_headers(ctx)
+
+
+def test_login_feature_rewrites_the_body(relay: RelayContext) -> None:
+    rc, ctx = feed(message(), login="inliner")
+    assert rc == Milter.ACCEPT
+    assert ctx._bodyreplaced
+    assert b'style=3D"color: #ff0000' in ctx._body.getvalue()  # quoted-printable
+
+
+def test_header_turns_feature_on_for_a_login_without_it(relay: RelayContext) -> None:
+    rc, ctx = feed(message("X-SMTPeter-InlineCSS: TRUE"), login="plain")
+    assert rc == Milter.ACCEPT and ctx._bodyreplaced
+    assert "x-smtpeter-inlinecss" not in delivered_headers(ctx)
+
+
+def test_header_turns_feature_off(relay: RelayContext) -> None:
+    rc, ctx = feed(message("x-smtpeter-inlinecss: false"), login="inliner")
+    assert rc == Milter.ACCEPT and not ctx._bodyreplaced
+
+
+def test_malformed_value_is_rejected_naming_header_and_value(relay: RelayContext) -> None:
+    rc, ctx = feed(message("X-SMTPeter-TrackOpens: sometimes"), login="plain")
+    assert rc == Milter.REJECT
+    assert ctx._reply is not None
+    code, xcode, text = ctx._reply
+    assert (code, xcode) == ("550", "5.6.0")
+    assert "X-SMTPeter-TrackOpens" in text and '"sometimes"' in text
+
+
+def test_conflicting_repeated_headers_are_rejected(relay: RelayContext) -> None:
+    rc, ctx = feed(
+        message("x-smtpeter-inlinecss: true", "x-smtpeter-inlinecss: false"), login="plain"
+    )
+    assert rc == Milter.REJECT
+    assert "conflicting" in ctx._reply[2]
+
+
+def test_login_disabled_after_auth_is_rejected(relay: RelayContext) -> None:
+    rc, ctx = feed(message(), login="off")
+    assert rc == Milter.REJECT
+    assert ctx._reply[:2] == ("550", "5.7.1")
+
+
+def test_message_is_recorded(relay: RelayContext) -> None:
+    feed(message("x-smtpeter-inlinecss: true"), login="plain")
+    [record] = relay.store.messages(queue_id="4F3A21B0C9")
+    assert record.login == "plain"
+    assert record.features == ("inlinecss",)
+    assert record.message_id == "<t1@example.com>"
+    assert record.recipients == ("<b@example.org>",)
+
+
+def test_store_fault_is_a_temporary_failure(relay: RelayContext) -> None:
+    # Break the real database under the running milter.
+    with sqlite3.connect(relay.store.path) as conn:
+        conn.execute("DROP TABLE logins")
+    rc, ctx = feed(message(), login="plain")
+    assert rc == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+
+
+def test_feature_timeout_is_a_temporary_failure(relay: RelayContext) -> None:
+    # premailer takes ~60 ms over the newsletter: far over a 1 ms limit.
+    relay.pipeline = Pipeline(FeaturesConfig(inliner="premailer"))
+    relay.config = dataclasses.replace(
+        relay.config,
+        milter=dataclasses.replace(relay.config.milter, feature_timeout=0.001),
+    )
+    big = mimedata.newsletter_html()
+    rc, ctx = feed(message(html=big), login="inliner")
+    assert rc == Milter.TEMPFAIL
+    assert ctx._reply[:2] == ("451", "4.3.0")
+
+
+def test_untouched_parts_survive_in_process(relay: RelayContext) -> None:
+    original = mimedata.mixed_related()
+    rc, ctx = feed(original.raw, login="inliner")
+    assert rc == Milter.ACCEPT and ctx._bodyreplaced
+    assert mimedata.b64(mimedata.pdf_bytes()) in ctx._body.getvalue().replace(b"\n", b"\r\n")
