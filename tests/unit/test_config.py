@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from smtpeter import config as configmod
 from smtpeter.config import ConfigError
@@ -63,3 +65,16 @@ def test_errors(tmp_path: Path, yaml_text: str, message: str) -> None:
 def test_missing_named_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         configmod.load(tmp_path / "nope.yaml")
+
+
+def test_shipped_config_documents_exactly_the_defaults() -> None:
+    shipped = Path(__file__).parents[2] / "packaging" / "smtpeter.yaml"
+    cfg = configmod.load(shipped)
+    assert cfg == configmod.parse(None, str(shipped))
+    # ... and names every setting, so it is the one page a sysadmin needs.
+    raw = yaml.safe_load(shipped.read_text())
+    for section in dataclasses.fields(configmod.Config):
+        if section.name == "source":
+            continue
+        keys = {f.name for f in dataclasses.fields(getattr(cfg, section.name))}
+        assert set(raw[section.name]) == keys, section.name
