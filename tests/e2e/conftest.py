@@ -30,8 +30,7 @@ def _require_root_and_postfix() -> None:
         pytest.fail("postfix is not installed: run scripts/bootstrap")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
+def _stack() -> Iterator[LocalStack]:
     _require_root_and_postfix()
     # Not under pytest's tmp_path: that is mode 0700 and Postfix's smtpd (user
     # postfix) must reach the sockets inside.
@@ -52,6 +51,17 @@ def stack() -> Iterator[LocalStack]:
             print(f"stack kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[LocalStack]:
+    yield from _stack()
+
+
+@pytest.fixture
+def own_stack() -> Iterator[LocalStack]:
+    """A stack of its own, for tests whose outage would disturb the others."""
+    yield from _stack()
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import re
 import smtplib
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
+from smtpeter import logins
 from smtpeter.local.stack import LocalStack
-from smtpeter.store import Store
+from smtpeter.logins import Login
+from smtpeter.store import Store, open_store
 from tests import mimedata
 from tests.e2e.conftest import MakeLogin
 from tests.e2e.smtp import connect, delivered_paths, find_delivered, parse, send, simple
@@ -277,13 +280,20 @@ def test_milter_down_tempfails_and_the_retry_is_delivered(
     assert _inlined(_html_of(find_delivered(stack, mark)))
 
 
-def test_auth_daemon_down_gives_454(stack: LocalStack, make_login: MakeLogin) -> None:
-    user, password = make_login()
+def test_auth_daemon_down_gives_454(own_stack: LocalStack) -> None:
+    stack = own_stack
+    store = open_store(stack.config().store)
+    user, password = "outage", logins.generate_password()
+    store.create_login(Login(user, logins.hash_password(password)))
+    # The smtpd process that served this session keeps its connection to the auth
+    # daemon and serves the next session too.
+    send(stack, user, password, simple("warm up"))
     stack.stop_component("authd")
     try:
         with connect(stack, stack.ports.submission) as client:
             client.user, client.password = user, password
-            code, reply = client.docmd("AUTH", "PLAIN " + client.auth_plain())
+            token = base64.b64encode(client.auth_plain().encode()).decode()
+            code, reply = client.docmd("AUTH", f"PLAIN {token}")
             assert code == 454 and reply.startswith(b"4.7.0"), (code, reply)
     finally:
         stack.start_component("authd")
@@ -299,3 +309,26 @@ def test_nothing_left_behind(stack: LocalStack) -> None:
         time.sleep(0.5)
     assert stack.queue_empty()
     assert delivered_paths(stack, "") == stack.delivered()
+
+
+def test_store_outage_during_auth_gives_454_and_a_log_line(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    user, password = make_login()
+    # Take the logins table away under the running auth daemon, as a broken or
+    # half-migrated database would.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("ALTER TABLE logins RENAME TO logins_away")
+    try:
+        with connect(stack, stack.ports.submission) as client:
+            client.user, client.password = user, password
+            token = base64.b64encode(client.auth_plain().encode()).decode()
+            code, reply = client.docmd("AUTH", f"PLAIN {token}")
+            assert code == 454 and reply.startswith(b"4.7.0"), (code, reply)
+    finally:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("ALTER TABLE logins_away RENAME TO logins")
+    log = stack.log_file("authd").read_text()
+    assert "no such table: logins" in log
+    mark = send(stack, user, password, simple("store back"))
+    find_delivered(stack, mark)

@@ -1,4 +1,4 @@
-"""The milter in-process, through pymilter's TestCtx (the fast tier; the real thing
+"""The milter in-process, through pymilter's testctx.TestCtx (the fast tier; the real thing
 is tests/e2e). A real SQLite store, the real feature pipeline."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import Milter
 import pytest
-from Milter.testctx import TestCtx
+from Milter import testctx
 
 from smtpeter import config as configmod
 from smtpeter.config import FeaturesConfig
@@ -33,7 +33,7 @@ def message(*extra_headers: str, html: str = STYLED) -> bytes:
     ).encode()
 
 
-# TestCtx offers every protocol bit, the no-reply ones included; its _feedFile then
+# testctx.TestCtx offers every protocol bit, the no-reply ones included; its _feedFile then
 # stops at the first NOREPLY. Offer what an MTA without no-reply support offers.
 _NO_REPLY_BITS = sum(getattr(Milter, n) for n in dir(Milter) if n.startswith("P_NR_"))
 
@@ -41,7 +41,7 @@ _NO_REPLY_BITS = sum(getattr(Milter, n) for n in dir(Milter) if n.startswith("P_
 @pytest.fixture
 def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayContext]:
     monkeypatch.setattr(
-        TestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~_NO_REPLY_BITS, 0, 0]
+        testctx.TestCtx, "default_opts", [Milter.CURR_ACTS, 0x1FFFFF & ~_NO_REPLY_BITS, 0, 0]
     )
     cfg = configmod.parse({"store": {"sqlite_path": str(tmp_path / "s.db")}}, "test")
     ctx = RelayContext.create(cfg)
@@ -54,8 +54,8 @@ def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayCont
     ctx.features_thread.shutdown()
 
 
-def feed(raw: bytes, login: str | None = None) -> tuple[int, TestCtx]:
-    ctx = TestCtx()
+def feed(raw: bytes, login: str | None = None) -> tuple[int, testctx.TestCtx]:
+    ctx = testctx.TestCtx()
     ctx._setsymval("i", "4F3A21B0C9")
     if login is not None:
         ctx._setsymval("{auth_authen}", login)
@@ -64,7 +64,7 @@ def feed(raw: bytes, login: str | None = None) -> tuple[int, TestCtx]:
     return rc, ctx
 
 
-def delivered_headers(ctx: TestCtx) -> list[str]:
+def delivered_headers(ctx: testctx.TestCtx) -> list[str]:
     return [name.lower() for name in ctx._msg]
 
 
