@@ -74,6 +74,32 @@ class FeaturesConfig:
     # CSS inliner: css-inline (Rust, ~1 ms for a 40 KB newsletter) or premailer
     # (pure Python over lxml, ~100 ms). Neither ever fetches remote stylesheets.
     inliner: Inliner = "css-inline"
+    # Track links in text/plain parts too (off: plain text stays byte for byte).
+    track_plain_text: bool = False
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    # The tracker's address as recipients reach it (behind a reverse proxy: the
+    # proxy's https URL). Click links and open pixels start with it.
+    base_url: str = "http://127.0.0.1:8025"
+    # Where the tracker's HTTP server listens.
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8025
+    # Server worker processes.
+    workers: int = 1
+    # Addresses of reverse proxies whose X-Forwarded-For header is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    # A link or pixel older than this many days gives 404 (no redirect, no event).
+    link_lifetime_days: int = 400
+    # After a signing key is retired (smtpeter keys rotate), the links it signed keep
+    # working this many days.
+    key_retention_days: int = 400
+    # Events are written in batches at most this many seconds apart.
+    event_flush_seconds: float = 0.5
+    # Events held in memory while the store is slow or down; beyond this the oldest
+    # are dropped with an error in the log.
+    event_queue_max: int = 100000
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     milter: MilterConfig = field(default_factory=MilterConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this was read from (None for built-in defaults).
     source: str | None = None
@@ -121,6 +148,11 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if value in typing.get_args(tp):
             return value
         raise ConfigError(f"{where}: {key}: expected {_expected(tp)}, got {value!r}")
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        if isinstance(value, list):
+            return tuple(_coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value))
+        raise ConfigError(f"{where}: {key}: expected a list, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -192,6 +224,18 @@ def _validate(cfg: Config, where: str) -> None:
         (os.path.isabs(cfg.auth.socket), "auth.socket", "an absolute path"),
         (os.path.isabs(cfg.store.sqlite_path), "store.sqlite_path", "an absolute path"),
         (cfg.store.busy_timeout >= 0, "store.busy_timeout", "a number of seconds >= 0"),
+        (
+            cfg.tracker.base_url.startswith(("http://", "https://"))
+            and not cfg.tracker.base_url.endswith("/"),
+            "tracker.base_url",
+            "an http:// or https:// URL without a trailing slash",
+        ),
+        (0 < cfg.tracker.listen_port < 65536, "tracker.listen_port", "a port from 1 to 65535"),
+        (1 <= cfg.tracker.workers <= 64, "tracker.workers", "an integer from 1 to 64"),
+        (cfg.tracker.link_lifetime_days >= 1, "tracker.link_lifetime_days", "an integer >= 1"),
+        (cfg.tracker.key_retention_days >= 0, "tracker.key_retention_days", "an integer >= 0"),
+        (cfg.tracker.event_flush_seconds > 0, "tracker.event_flush_seconds", "a number > 0"),
+        (cfg.tracker.event_queue_max >= 1, "tracker.event_queue_max", "an integer >= 1"),
     ]
     for ok, key, expected in checks:
         if not ok:
@@ -233,6 +277,7 @@ def to_yaml(cfg: Config) -> str:
     """Serialise a Config (used to write the local stack's config file)."""
     data = dataclasses.asdict(cfg)
     data.pop("source", None)
+    data["tracker"]["trusted_proxies"] = list(data["tracker"]["trusted_proxies"])
     for section in ("auth", "milter"):
         data[section]["socket_mode"] = f"{data[section]['socket_mode']:04o}"
     return yaml.safe_dump(data, sort_keys=False)

@@ -34,4 +34,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_queue_id ON messages (queue_id);
     CREATE INDEX messages_login_created ON messages (login, created_at);
     """,
+    # 2: tracking: a message's public uid, signing keys, events.
+    """
+    ALTER TABLE messages ADD COLUMN uid TEXT;
+    CREATE UNIQUE INDEX messages_uid ON messages (uid);
+    CREATE TABLE signing_keys (
+        kid        TEXT PRIMARY KEY,
+        secret     BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        retired_at REAL
+    );
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        type        TEXT NOT NULL,
+        occurred_at TEXT NOT NULL,
+        message_uid TEXT NOT NULL,
+        recipient   TEXT,
+        url         TEXT,
+        user_agent  TEXT,
+        client_ip   TEXT,
+        detail      TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_message ON events (message_uid);
+    CREATE INDEX events_type_time ON events (type, occurred_at);
+    """,
 )

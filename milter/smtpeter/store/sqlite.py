@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from smtpeter.events import Event
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
 from smtpeter.store.migrations import MIGRATIONS
+from smtpeter.tracker.signing import SigningKey
 
 
 class StoreError(Exception):
@@ -35,6 +37,8 @@ class MessageRecord:
     size_before: int
     size_after: int
     created_at: str = ""
+    # Public id used in tracking links (random, unique across relay nodes).
+    uid: str | None = None
 
 
 def _now() -> str:
@@ -216,10 +220,11 @@ class SQLiteStore:
     def record_message(self, m: MessageRecord) -> None:
         with self._errors("message record"):
             self._conn().execute(
-                "INSERT INTO messages (queue_id, message_id, login, envelope_sender, recipients,"
-                " features, size_before, size_after, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender,"
+                " recipients, features, size_before, size_after, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
+                    m.uid,
                     m.queue_id,
                     m.message_id,
                     m.login,
@@ -232,17 +237,27 @@ class SQLiteStore:
                 ),
             )
 
-    def messages(self, *, queue_id: str | None = None, limit: int = 100) -> list[MessageRecord]:
-        where, args = ("WHERE queue_id = ?", [queue_id]) if queue_id else ("", [])
+    def messages(
+        self, *, queue_id: str | None = None, uid: str | None = None, limit: int = 100
+    ) -> list[MessageRecord]:
+        clauses, args = [], []
+        if queue_id:
+            clauses.append("queue_id = ?")
+            args.append(queue_id)
+        if uid:
+            clauses.append("uid = ?")
+            args.append(uid)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._errors("message list"):
             rows = self._conn().execute(
-                "SELECT queue_id, message_id, login, envelope_sender, recipients, features,"
+                "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
                 f" size_before, size_after, created_at FROM messages {where}"
                 " ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             )
             return [
                 MessageRecord(
+                    uid=r["uid"],
                     queue_id=r["queue_id"],
                     message_id=r["message_id"],
                     login=r["login"],
@@ -255,3 +270,159 @@ class SQLiteStore:
                 )
                 for r in rows
             ]
+
+    # -- signing keys -------------------------------------------------------------
+
+    def signing_keys(self) -> list[SigningKey]:
+        with self._errors("signing key list"):
+            rows = self._conn().execute(
+                "SELECT kid, secret, created_at, retired_at FROM signing_keys ORDER BY created_at"
+            )
+            return [
+                SigningKey(r["kid"], bytes(r["secret"]), r["created_at"], r["retired_at"])
+                for r in rows
+            ]
+
+    def add_signing_key(self, key: SigningKey, *, retire_others: bool = False) -> None:
+        """Store a new key; with retire_others, every active key is retired at its creation."""
+        conn = self._conn()
+        with self._errors("signing key add"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if retire_others:
+                    conn.execute(
+                        "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL",
+                        (key.created_at,),
+                    )
+                conn.execute(
+                    "INSERT INTO signing_keys (kid, secret, created_at, retired_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key.kid, key.secret, key.created_at, key.retired_at),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def delete_signing_keys_retired_before(self, when: float) -> int:
+        with self._errors("signing key purge"):
+            cur = self._conn().execute(
+                "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?", (when,)
+            )
+            return cur.rowcount
+
+    # -- events -------------------------------------------------------------------
+
+    def record_events(self, events: list[Event]) -> None:
+        """Write a batch of events in one transaction."""
+        if not events:
+            return
+        conn = self._conn()
+        with self._errors("event record"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO events (type, occurred_at, message_uid, recipient, url,"
+                    " user_agent, client_ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            e.type,
+                            e.occurred_at,
+                            e.message_uid,
+                            e.recipient,
+                            e.url,
+                            e.user_agent,
+                            e.client_ip,
+                            json.dumps(e.detail, sort_keys=True),
+                        )
+                        for e in events
+                    ],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def events(
+        self,
+        *,
+        login: str | None = None,
+        message: str | None = None,
+        type: str | None = None,
+        since: str | None = None,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events, oldest first. ``message`` matches a message's uid, Message-ID or queue id.
+
+        The recipient of an open or click is the message's recipient when it had
+        exactly one (a message to several shares one body, so they cannot be told apart).
+        """
+        clauses: list[str] = []
+        args: list[object] = []
+        if login is not None:
+            clauses.append("m.login = ?")
+            args.append(login)
+        if message is not None:
+            clauses.append("(e.message_uid = ? OR m.message_id = ? OR m.queue_id = ?)")
+            args += [message, message, message]
+        if type is not None:
+            clauses.append("e.type = ?")
+            args.append(type)
+        if since is not None:
+            clauses.append("e.occurred_at >= ?")
+            args.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._errors("event list"):
+            rows = self._conn().execute(
+                "SELECT e.type, e.occurred_at, e.message_uid, e.url, e.user_agent, e.client_ip,"
+                " e.detail, m.login, m.message_id,"
+                " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
+                "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
+                f" FROM events e LEFT JOIN messages m ON m.uid = e.message_uid {where}"
+                " ORDER BY e.occurred_at, e.id LIMIT ?",
+                (*args, limit),
+            )
+            return [
+                Event(
+                    type=r["type"],
+                    occurred_at=r["occurred_at"],
+                    message_uid=r["message_uid"],
+                    url=r["url"],
+                    user_agent=r["user_agent"],
+                    client_ip=r["client_ip"],
+                    recipient=r["recipient"],
+                    detail=json.loads(r["detail"]),
+                    login=r["login"],
+                    message_id=r["message_id"],
+                )
+                for r in rows
+            ]
+
+    def stats(
+        self, *, login: str | None = None, since: str | None = None
+    ) -> list[dict[str, object]]:
+        """Per login and per day the messages were sent: messages, unique opens, unique
+        clicks (distinct messages opened or clicked), bounces."""
+        clauses: list[str] = []
+        args: list[object] = []
+        if login is not None:
+            clauses.append("m.login = ?")
+            args.append(login)
+        if since is not None:
+            clauses.append("m.created_at >= ?")
+            args.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = (
+            "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
+            " COUNT(*) AS messages,"
+            " SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'open'))"
+            "   AS unique_opens,"
+            " SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'click'))"
+            "   AS unique_clicks,"
+            " (SELECT COUNT(*) FROM events e JOIN messages m2 ON m2.uid = e.message_uid"
+            "   WHERE e.type = 'bounce' AND COALESCE(m2.login, '-') = COALESCE(m.login, '-')"
+            "   AND substr(m2.created_at, 1, 10) = substr(m.created_at, 1, 10)) AS bounces"
+            f" FROM messages m {where} GROUP BY 1, 2 ORDER BY 2, 1"
+        )
+        with self._errors("stats"):
+            return [dict(r) for r in self._conn().execute(sql, args)]

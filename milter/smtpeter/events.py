@@ -1,0 +1,27 @@
+"""Events: what happened to a message after it left us (opened, clicked, bounced)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+EventType = Literal["open", "click", "bounce"]
+EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce")
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    message_uid: str
+    # ISO 8601 UTC, e.g. 2026-11-23T23:41:54.123456Z
+    occurred_at: str
+    url: str | None = None
+    user_agent: str | None = None
+    client_ip: str | None = None
+    # Known for bounces; for opens and clicks, the message's recipient when it had one.
+    recipient: str | None = None
+    # Extra facts, e.g. a bounce's status code and diagnostic.
+    detail: dict[str, str] = field(default_factory=dict)
+    # Filled in when read back from the store.
+    login: str | None = None
+    message_id: str | None = None
