@@ -323,6 +323,35 @@ def stop_bench(bench: Bench, keep: bool) -> None:
         shutil.rmtree(bench.stack.root, ignore_errors=True)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its live descendants (from /proc)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        todo += [int(c) for c in children]
+    return total
+
+
+def components_cpu(stack: LocalStack) -> dict[str, float]:
+    """CPU seconds used so far by our sink, auth daemon and milter (with its workers)."""
+    used = {}
+    for component in ("sink", "authd", "milter"):
+        pid = stack.pid(component)
+        used[component] = _process_tree_cpu(pid) if pid is not None else 0.0
+    return used
+
+
 def delivered_count(stack: LocalStack) -> int:
     try:
         return len(os.listdir(stack.maildir / "new"))
@@ -371,6 +400,8 @@ class Run:
     delivered: int
     delivery_seconds: float
     client_cpu: float  # CPU seconds the load generator used
+    # CPU seconds our sink, auth daemon and milter used during the run (to the last delivery)
+    components_cpu: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -416,6 +447,8 @@ def run_once(config: Config, bench: Bench, round_no: int, opts: argparse.Namespa
     ]
     for p in procs:
         p.start()
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
     results: list[ThreadResult] = []
     cpu = 0.0
     gathered = 0
@@ -426,6 +459,7 @@ def run_once(config: Config, bench: Bench, round_no: int, opts: argparse.Namespa
             ready.wait(opts.socket_timeout + 5)
         except threading.BrokenBarrierError:
             error = "a client could not connect before the start"
+        cpu_before = components_cpu(stack)
         t0 = time.monotonic()
         go.set()
         target = total
@@ -445,6 +479,7 @@ def run_once(config: Config, bench: Bench, round_no: int, opts: argparse.Namespa
             seen = delivered_count(stack)
             if seen >= target and reached is None:
                 reached = time.monotonic()
+                cpu_after = components_cpu(stack)
             if reached is not None and gathered == clients:
                 break
             if gathered == clients and any(r.error for r in results) and seen >= target:
@@ -484,6 +519,7 @@ def run_once(config: Config, bench: Bench, round_no: int, opts: argparse.Namespa
         delivered=delivered,
         delivery_seconds=t_delivered,
         client_cpu=cpu,
+        components_cpu={k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after},
         error=error,
     )
 
@@ -550,7 +586,13 @@ def summarise(
         base_median = statistics.median(r.rate for r in base) if base else 0.0
         by_round = {r.round: r.rate for r in base}
         paired = [r.rate / by_round[r.round] for r in mine if r.round in by_round]
-        cpu = sum(r.client_cpu for r in mine) / max(sum(r.seconds for r in mine), 1e-9)
+        wall = max(sum(r.seconds for r in mine), 1e-9)
+        cpu = sum(r.client_cpu for r in mine) / wall
+        delivery_wall = max(sum(r.delivery_seconds for r in mine), 1e-9)
+        parts = {
+            k: sum(r.components_cpu.get(k, 0.0) for r in mine) / delivery_wall
+            for k in ("sink", "authd", "milter")
+        }
         rows.append(
             {
                 "config": c.key,
@@ -565,6 +607,9 @@ def summarise(
                 "ratio": median / base_median if base_median else 0.0,
                 "paired_ratio": statistics.median(paired) if paired else 0.0,
                 "client_cores": cpu,
+                "sink_cores": parts["sink"],
+                "authd_cores": parts["authd"],
+                "milter_cores": parts["milter"],
             }
         )
     return rows
@@ -572,7 +617,8 @@ def summarise(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| config | what | runs | median | min-max | ratio | paired ratio | client CPU |",
+        "| config | what | runs | median | min-max | ratio | paired ratio "
+        "| CPU (cores): client / sink / authd / milter |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -580,7 +626,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['config']} | {r['title']} | {r['runs']}"
             + (f" ({r['failed']} failed)" if r["failed"] else "")
             + f" | {r['median']:.1f} {r['unit']} | {r['min']:.0f}-{r['max']:.0f}"
-            f" | {r['ratio']:.2f} | {r['paired_ratio']:.2f} | {r['client_cores']:.2f} cores |"
+            f" | {r['ratio']:.2f} | {r['paired_ratio']:.2f} | {r['client_cores']:.2f}"
+            f" / {r['sink_cores']:.2f} / {r['authd_cores']:.2f} / {r['milter_cores']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ import smtplib
 import sqlite3
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -17,7 +18,16 @@ from smtpeter.logins import Login
 from smtpeter.store import Store, open_store
 from tests import mimedata
 from tests.e2e.conftest import MakeLogin
-from tests.e2e.smtp import connect, delivered_paths, find_delivered, parse, send, simple
+from tests.e2e.smtp import (
+    connect,
+    delivered_paths,
+    find_delivered,
+    marker,
+    parse,
+    send,
+    simple,
+    with_marker,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -332,3 +342,26 @@ def test_store_outage_during_auth_gives_454_and_a_log_line(
     assert "no such table: logins" in log
     mark = send(stack, user, password, simple("store back"))
     find_delivered(stack, mark)
+
+
+def test_concurrent_sessions_are_all_delivered(stack: LocalStack, make_login: MakeLogin) -> None:
+    """20 sessions at once, several messages each: libmilter moves a session between OS
+    threads under load, and no message may fail for it."""
+    user, password = make_login(inlinecss=True)
+    newsletter = mimedata.alternative().raw
+
+    def session(n: int) -> list[str]:
+        marks = []
+        with connect(stack, stack.ports.submission) as client:
+            client.login(user, password)
+            for i in range(5):
+                mark = marker()
+                client.sendmail("sender@example.com", ["rcpt@example.org"],
+                                with_marker(newsletter, mark))  # fmt: skip
+                marks.append(mark)
+        return marks
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        marks = [m for batch in pool.map(session, range(20)) for m in batch]
+    for mark in marks:
+        assert 'style="' in _html_of(find_delivered(stack, mark))

@@ -27,11 +27,14 @@ import base64
 import binascii
 import codecs
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
-__all__ = ["Rewrite", "rewrite_html_parts"]
+__all__ = ["Rewrite", "Transforms", "rewrite_html_parts", "rewrite_text_parts"]
+
+# Content type ("text/html", "text/plain") -> the transform for parts of that type.
+Transforms = Mapping[str, Callable[[str], str]]
 
 _CRLF = b"\r\n"
 _CTE_NAME = "Content-Transfer-Encoding"
@@ -90,7 +93,16 @@ def rewrite_html_parts(
     body: bytes,
     transform: Callable[[str], str],
 ) -> Rewrite:
-    """Run ``transform`` over every eligible text/html part of a message.
+    """Run ``transform`` over every eligible text/html part of a message."""
+    return rewrite_text_parts(headers, body, {"text/html": transform})
+
+
+def rewrite_text_parts(
+    headers: Sequence[tuple[str, str]],
+    body: bytes,
+    transforms: Transforms,
+) -> Rewrite:
+    """Run the transform for its content type over every eligible text leaf.
 
     ``headers`` are the top-level (name, value) pairs as received from Postfix;
     folded values may contain ``"\\n"`` or ``"\\r\\n"`` followed by whitespace.
@@ -98,7 +110,8 @@ def rewrite_html_parts(
     Exceptions raised by ``transform`` propagate to the caller.
     """
     top = _part_info([(name, _FOLD.sub("", value)) for name, value in headers], "text/plain")
-    if _is_html_leaf(top):
+    transform = _transform_for(top, transforms)
+    if transform is not None:
         new = _rewrite_leaf_body(top, body, transform)
         if new is None:
             return Rewrite(body=None)
@@ -111,7 +124,7 @@ def rewrite_html_parts(
         return Rewrite(body=None)
     assert top.boundary is not None
     edits: list[_Edit] = []
-    _walk_multipart(body, 0, len(body), top, transform, edits, depth=1)
+    _walk_multipart(body, 0, len(body), top, transforms, edits, depth=1)
     if not edits:
         return Rewrite(body=None)
     return Rewrite(body=_splice(body, edits), parts_changed=len(edits))
@@ -125,7 +138,7 @@ def _walk_multipart(
     start: int,
     end: int,
     info: _PartInfo,
-    transform: Callable[[str], str],
+    transforms: Transforms,
     edits: list[_Edit],
     depth: int,
 ) -> None:
@@ -150,7 +163,8 @@ def _walk_multipart(
         if fields is None:
             continue
         child = _part_info(fields, child_default)
-        if _is_html_leaf(child):
+        transform = _transform_for(child, transforms)
+        if transform is not None:
             new = _rewrite_leaf_body(child, data[body_start:part_end], transform)
             if new is None:
                 continue
@@ -161,7 +175,7 @@ def _walk_multipart(
             separator = data[header_end:body_start]
             found.append(_Edit(part_start, part_end, header_block + separator + new_body))
         elif _is_walkable_multipart(child):
-            _walk_multipart(data, body_start, part_end, child, transform, found, depth + 1)
+            _walk_multipart(data, body_start, part_end, child, transforms, found, depth + 1)
     edits.extend(found)
 
 
@@ -260,8 +274,11 @@ def _part_info(fields: Sequence[tuple[str, str]], default_type: str) -> _PartInf
     )
 
 
-def _is_html_leaf(info: _PartInfo) -> bool:
-    return info.content_type == "text/html" and info.disposition != "attachment"
+def _transform_for(info: _PartInfo, transforms: Transforms) -> Callable[[str], str] | None:
+    """The transform for an inline leaf of a wanted type; attachments are never touched."""
+    if info.disposition == "attachment":
+        return None
+    return transforms.get(info.content_type)
 
 
 def _is_walkable_multipart(info: _PartInfo) -> bool:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,7 +71,9 @@ class SQLiteStore:
     def __init__(self, path: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
-        self._local = threading.local()
+        # Connections are pooled, each used by one caller at a time. Not one per
+        # thread: libmilter runs a session's callbacks on different OS threads.
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         if not create and not os.path.exists(path):
             raise StoreError(f"cannot open store {path}: no such file")
         if create:
@@ -80,37 +82,41 @@ class SQLiteStore:
                 os.makedirs(directory, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create store directory {directory}: {e.strerror}") from e
-        with self._errors("open"):
-            self._migrate()
+        with self._use("open") as conn:
+            self._migrate(conn)
 
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as e:
-            raise StoreError(f"store {self.path}: {what} failed: {e}") from e
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    def close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    @contextmanager
+    def _use(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation; sqlite3 errors become StoreError."""
+        try:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+            yield conn
+        except sqlite3.Error as e:
+            raise StoreError(f"store {self.path}: {what} failed: {e}") from e
+        # Only a connection that raised nothing goes back: a broken one is dropped.
+        self._pool.put(conn)
 
-    def _migrate(self) -> None:
-        conn = self._conn()
+    def close(self) -> None:
+        while True:
+            try:
+                self._pool.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -130,31 +136,29 @@ class SQLiteStore:
             raise
 
     def schema_version(self) -> int:
-        with self._errors("read"):
-            return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+        with self._use("read") as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     # -- logins -------------------------------------------------------------------
 
     def get_login(self, name: str) -> Login | None:
-        with self._errors("login lookup"):
-            row = (
-                self._conn()
-                .execute(f"SELECT {_LOGIN_COLUMNS} FROM logins WHERE name = ?", (name,))
-                .fetchone()
-            )
+        with self._use("login lookup") as conn:
+            row = conn.execute(
+                f"SELECT {_LOGIN_COLUMNS} FROM logins WHERE name = ?", (name,)
+            ).fetchone()
         return _login(row) if row is not None else None
 
     def list_logins(self) -> list[Login]:
-        with self._errors("login list"):
-            rows = self._conn().execute(f"SELECT {_LOGIN_COLUMNS} FROM logins ORDER BY name")
+        with self._use("login list") as conn:
+            rows = conn.execute(f"SELECT {_LOGIN_COLUMNS} FROM logins ORDER BY name")
             return [_login(r) for r in rows]
 
     def create_login(self, login: Login) -> Login:
         now = _now()
         f = login.features
         try:
-            with self._errors("login create"):
-                self._conn().execute(
+            with self._use("login create") as conn:
+                conn.execute(
                     f"INSERT INTO logins ({_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         login.name,
@@ -199,10 +203,8 @@ class SQLiteStore:
             args.append(int(on))
         sets.append("updated_at = ?")
         args.append(_now())
-        with self._errors("login update"):
-            cur = self._conn().execute(
-                f"UPDATE logins SET {', '.join(sets)} WHERE name = ?", (*args, name)
-            )
+        with self._use("login update") as conn:
+            cur = conn.execute(f"UPDATE logins SET {', '.join(sets)} WHERE name = ?", (*args, name))
         if cur.rowcount == 0:
             raise LoginError(f"no login named {name!r}")
         updated = self.get_login(name)
@@ -210,16 +212,16 @@ class SQLiteStore:
         return updated
 
     def delete_login(self, name: str) -> None:
-        with self._errors("login delete"):
-            cur = self._conn().execute("DELETE FROM logins WHERE name = ?", (name,))
+        with self._use("login delete") as conn:
+            cur = conn.execute("DELETE FROM logins WHERE name = ?", (name,))
         if cur.rowcount == 0:
             raise LoginError(f"no login named {name!r}")
 
     # -- messages -----------------------------------------------------------------
 
     def record_message(self, m: MessageRecord) -> None:
-        with self._errors("message record"):
-            self._conn().execute(
+        with self._use("message record") as conn:
+            conn.execute(
                 "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender,"
                 " recipients, features, size_before, size_after, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -248,8 +250,8 @@ class SQLiteStore:
             clauses.append("uid = ?")
             args.append(uid)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._errors("message list"):
-            rows = self._conn().execute(
+        with self._use("message list") as conn:
+            rows = conn.execute(
                 "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
                 f" size_before, size_after, created_at FROM messages {where}"
                 " ORDER BY id DESC LIMIT ?",
@@ -274,8 +276,8 @@ class SQLiteStore:
     # -- signing keys -------------------------------------------------------------
 
     def signing_keys(self) -> list[SigningKey]:
-        with self._errors("signing key list"):
-            rows = self._conn().execute(
+        with self._use("signing key list") as conn:
+            rows = conn.execute(
                 "SELECT kid, secret, created_at, retired_at FROM signing_keys ORDER BY created_at"
             )
             return [
@@ -285,8 +287,7 @@ class SQLiteStore:
 
     def add_signing_key(self, key: SigningKey, *, retire_others: bool = False) -> None:
         """Store a new key; with retire_others, every active key is retired at its creation."""
-        conn = self._conn()
-        with self._errors("signing key add"):
+        with self._use("signing key add") as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if retire_others:
@@ -305,8 +306,8 @@ class SQLiteStore:
                 raise
 
     def delete_signing_keys_retired_before(self, when: float) -> int:
-        with self._errors("signing key purge"):
-            cur = self._conn().execute(
+        with self._use("signing key purge") as conn:
+            cur = conn.execute(
                 "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?", (when,)
             )
             return cur.rowcount
@@ -317,8 +318,7 @@ class SQLiteStore:
         """Write a batch of events in one transaction."""
         if not events:
             return
-        conn = self._conn()
-        with self._errors("event record"):
+        with self._use("event record") as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
@@ -372,8 +372,8 @@ class SQLiteStore:
             clauses.append("e.occurred_at >= ?")
             args.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._errors("event list"):
-            rows = self._conn().execute(
+        with self._use("event list") as conn:
+            rows = conn.execute(
                 "SELECT e.type, e.occurred_at, e.message_uid, e.url, e.user_agent, e.client_ip,"
                 " e.detail, m.login, m.message_id,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
@@ -424,5 +424,5 @@ class SQLiteStore:
             "   AND substr(m2.created_at, 1, 10) = substr(m.created_at, 1, 10)) AS bounces"
             f" FROM messages m {where} GROUP BY 1, 2 ORDER BY 2, 1"
         )
-        with self._errors("stats"):
-            return [dict(r) for r in self._conn().execute(sql, args)]
+        with self._use("stats") as conn:
+            return [dict(r) for r in conn.execute(sql, args)]
