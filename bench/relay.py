@@ -278,6 +278,7 @@ def start_bench(
     *,
     with_milter: bool = True,
     plain_listener: bool = False,
+    fast_sink: bool = True,
 ) -> Bench:
     root = Path(tempfile.mkdtemp(prefix=f"smtpeter-bench-{label}-", dir=workdir))
     root.chmod(0o755)  # Postfix's smtpd (user postfix) must reach the sockets inside
@@ -294,6 +295,7 @@ def start_bench(
         settings=settings,
         with_milter=with_milter,
         extra_services=extra,
+        fast_sink=fast_sink,
     )
     bench = Bench(label, stack, plain_port=plain_port)
     try:
@@ -555,7 +557,13 @@ def benches(opts: argparse.Namespace) -> Iterator[dict[str, Bench]]:
         for label, settings, features, milter, plain in specs:
             print(f"starting stack {label} ...", flush=True)
             started[label] = start_bench(
-                label, opts.workdir, settings, features, with_milter=milter, plain_listener=plain
+                label,
+                opts.workdir,
+                settings,
+                features,
+                with_milter=milter,
+                plain_listener=plain,
+                fast_sink=not opts.python_sink,
             )
         yield started
     finally:
@@ -650,6 +658,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"), help="where stacks live")
     parser.add_argument("--out", type=Path, help="also write the results as JSON into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the stacks' directories")
+    parser.add_argument(
+        "--python-sink",
+        action="store_true",
+        help="deliver to our Python Maildir sink instead of Postfix's smtp-sink",
+    )
     opts = parser.parse_args()
     if opts.quick:
         opts.rounds = opts.rounds or 1
