@@ -75,6 +75,11 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         self.headers: list[tuple[str, str]] = []
         self.headers_size = 0
         self.body_chunks: list[bytes] = []
+        self.body_size = 0
+        # Resolved at end of headers: the features for this message, and whether
+        # any of them needs the body (if none does, it is counted, not kept).
+        self.features: FeatureSet | None = None
+        self.keep_body = False
         # An exception in a no-reply callback cannot be answered there (Postfix does
         # not wait for a reply); it is kept and turned into a tempfail at end of message.
         self.failure: BaseException | None = None
@@ -90,6 +95,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         self.client = f"{hostname}[{hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr}]"
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
+    @Milter.noreply  # type: ignore[untyped-decorator]
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._reset()
         self.login = self.getsymval("{auth_authen}") or None
@@ -113,20 +119,31 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def eoh(self) -> int:
-        if self.login is None:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
+        """Resolve the features once the headers are in; refuse a bad instruction
+        header or a login disabled since AUTH before the body is sent."""
+        self.queue_id = self.queue_id or self.getsymval("i") or ""
         try:
-            parse_overrides(self.headers)
+            self.features = self._resolve()
         except HeaderError as e:
-            self.queue_id = self.queue_id or self.getsymval("i") or ""
             self._log().info("rejected: %s", e)
             self.setreply("550", "5.6.0", f"{e.name}: {printable(str(e).split(': ', 1)[1], 120)}")
             return Milter.REJECT  # type: ignore[no-any-return]
+        except StoreError as e:
+            self._log().error("temporary failure: %s", e)
+            self.setreply("451", "4.3.0", "Temporary failure looking up the login, try again later")
+            return Milter.TEMPFAIL  # type: ignore[no-any-return]
+        if self.features is None:
+            self._log().warning("rejected: login is disabled or was deleted after AUTH")
+            self.setreply("550", "5.7.1", "This SMTP login is disabled")
+            return Milter.REJECT  # type: ignore[no-any-return]
+        self.keep_body = bool(self.ctx.pipeline.html_steps(self.features))
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     def body(self, chunk: bytes) -> int:
-        self.body_chunks.append(chunk)
+        self.body_size += len(chunk)
+        if self.keep_body:
+            self.body_chunks.append(chunk)
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def abort(self) -> int:
@@ -168,15 +185,13 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
     def _eom(self, started: float) -> int:
         if self.failure is not None:
             raise self.failure
-        features = self._resolve()
+        features = self.features
         if features is None:
-            self._log().warning("rejected: login is disabled or was deleted after AUTH")
-            self.setreply("550", "5.7.1", "This SMTP login is disabled")
-            return Milter.REJECT  # type: ignore[no-any-return]
+            raise RuntimeError("end of message without end of headers")
 
         body = b"".join(self.body_chunks)
         rewrite: Rewrite | None = None
-        if self.ctx.pipeline.html_steps(features):
+        if self.keep_body:
             future = self.ctx.features_thread.submit(
                 self.ctx.pipeline.rewrite, self.headers, body, features
             )
@@ -196,7 +211,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             for index in range(count, 0, -1):
                 self.chgheader(names[lname], index, "")
 
-        size_before = self.headers_size + len(body)
+        size_before = self.headers_size + self.body_size
         size_after = size_before - removed_bytes
         applied: list[str] = []
         if rewrite is not None and rewrite.body is not None:
