@@ -4,6 +4,8 @@ is tests/e2e). A real SQLite store, the real feature pipeline."""
 from __future__ import annotations
 
 import dataclasses
+import email
+import email.policy
 import sqlite3
 from collections.abc import Iterator
 from io import BytesIO
@@ -19,6 +21,7 @@ from smtpeter.features import FeatureSet
 from smtpeter.logins import Login
 from smtpeter.relay.milter import RelayContext, RelayMilter
 from smtpeter.relay.pipeline import Pipeline
+from smtpeter.tracker.keys import KeyRing
 from tests import mimedata
 
 STYLED = "<html><head><style>p { color: #ff0000; }</style></head><body><p>styled</p></body></html>"
@@ -142,7 +145,8 @@ def test_store_fault_is_a_temporary_failure(relay: RelayContext) -> None:
 
 def test_feature_timeout_is_a_temporary_failure(relay: RelayContext) -> None:
     # premailer takes ~60 ms over the newsletter: far over a 1 ms limit.
-    relay.pipeline = Pipeline(FeaturesConfig(inliner="premailer"))
+    relay.config = dataclasses.replace(relay.config, features=FeaturesConfig(inliner="premailer"))
+    relay.pipeline = Pipeline(relay.config, None)
     relay.config = dataclasses.replace(
         relay.config,
         milter=dataclasses.replace(relay.config.milter, feature_timeout=0.001),
@@ -158,3 +162,64 @@ def test_untouched_parts_survive_in_process(relay: RelayContext) -> None:
     rc, ctx = feed(original.raw, login="inliner")
     assert rc == Milter.ACCEPT and ctx._bodyreplaced
     assert mimedata.b64(mimedata.pdf_bytes()) in ctx._body.getvalue().replace(b"\n", b"\r\n")
+
+
+LINKS = (
+    "<html><body><p><a href='https://shop.example.com/a?x=1&amp;y=2'>Shop</a>"
+    ' <a href="mailto:hi@example.com">mail</a>'
+    ' <a href="https://www.example.org/">https://www.example.org/</a></p></body></html>'
+)
+
+
+def _decoded_html(ctx: testctx.TestCtx) -> str:
+    # TestCtx keeps header edits in _msg and the replaced body in _body.
+    head = ctx._msg.as_bytes().split(b"\n\n", 1)[0]
+    body = ctx._body.getvalue().split(b"\n\n", 1)[1]
+    msg = email.message_from_bytes(head + b"\n\n" + body, policy=email.policy.default)
+    part = msg.get_body(preferencelist=("html",))
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def test_trackclicks_and_trackopens_by_header(relay: RelayContext) -> None:
+    rc, ctx = feed(
+        message("x-smtpeter-trackclicks: true", "X-SMTPeter-TrackOpens: true", html=LINKS),
+        login="plain",
+    )
+    assert rc == Milter.ACCEPT and ctx._bodyreplaced
+    html = _decoded_html(ctx)
+    base = relay.config.tracker.base_url
+    assert html.count(f'href="{base}/c/') == 2  # both web links, not the mailto:
+    assert 'href="mailto:hi@example.com"' in html
+    assert html.count(f'<img src="{base}/o/') == 1
+    [record] = relay.store.messages(queue_id="4F3A21B0C9")
+    assert record.features == ("trackclicks", "trackopens")
+    # The links carry this message's uid, signed.
+    token = html.split(f'href="{base}/c/')[1].split('"')[0]
+    signer = KeyRing.from_config(relay.store, relay.config.tracker).signer()
+    claim = signer.verify(token)
+    assert claim is not None and claim.message_uid == record.uid
+    assert claim.url == "https://shop.example.com/a?x=1&y=2"
+
+
+def test_preventscam_leaves_links_that_show_their_url(relay: RelayContext) -> None:
+    rc, ctx = feed(
+        message("x-smtpeter-trackclicks: true", "x-smtpeter-preventscam: true", html=LINKS),
+        login="plain",
+    )
+    assert rc == Milter.ACCEPT
+    html = _decoded_html(ctx)
+    assert 'href="https://www.example.org/"' in html
+    assert html.count("/c/") == 1
+    assert "x-smtpeter-preventscam" not in delivered_headers(ctx)
+
+
+def test_tracking_login_turned_off_by_header(relay: RelayContext) -> None:
+    relay.store.update_login("plain", features={"trackclicks": True, "trackopens": True})
+    rc, ctx = feed(
+        message("x-smtpeter-trackclicks: false", "x-smtpeter-trackopens: false", html=LINKS),
+        login="plain",
+    )
+    assert rc == Milter.ACCEPT and not ctx._bodyreplaced

@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from smtpeter.features import NAMES
 
 PREFIX = "x-smtpeter-"
+# Instruction headers that take true/false: the features, and per-message options.
+OPTIONS: tuple[str, ...] = ("preventscam",)
+BOOLEAN_NAMES: tuple[str, ...] = (*NAMES, *OPTIONS)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
@@ -45,7 +48,8 @@ def parse_bool(name: str, raw: str) -> bool:
 
 
 def parse_overrides(headers: Iterable[tuple[str, str]]) -> dict[str, bool]:
-    """The feature overrides the instruction headers among ``headers`` ask for.
+    """The feature overrides (and options such as preventscam) the instruction
+    headers among ``headers`` ask for.
 
     Repeated copies of one feature header must agree; a conflict is an error, as
     guessing which copy the sender meant could turn on tracking they did not want.
@@ -56,7 +60,7 @@ def parse_overrides(headers: Iterable[tuple[str, str]]) -> dict[str, bool]:
         if not lname.startswith(PREFIX):
             continue
         feature = lname[len(PREFIX) :]
-        if feature not in NAMES:
+        if feature not in BOOLEAN_NAMES:
             continue
         value = parse_bool(name, raw)
         if out.get(feature, value) != value:

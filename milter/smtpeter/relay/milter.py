@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,8 +26,9 @@ from smtpeter.config import Config
 from smtpeter.features import FeatureSet
 from smtpeter.relay.headers import HeaderError, is_instruction, parse_overrides, printable
 from smtpeter.relay.mime import Rewrite
-from smtpeter.relay.pipeline import Pipeline
+from smtpeter.relay.pipeline import Options, Pipeline
 from smtpeter.store import MessageRecord, Store, StoreError, open_store
+from smtpeter.tracker.keys import KeyRing
 
 log = logging.getLogger("smtpeter.milter")
 
@@ -43,10 +45,11 @@ class RelayContext:
 
     @classmethod
     def create(cls, config: Config) -> RelayContext:
+        store = open_store(config.store)
         return cls(
             config=config,
-            store=open_store(config.store),
-            pipeline=Pipeline(config.features),
+            store=store,
+            pipeline=Pipeline(config, KeyRing.from_config(store, config.tracker)),
             features_thread=concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="features"
             ),
@@ -64,8 +67,6 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
 
     def __init__(self) -> None:
         self.ctx = type(self).context
-        self.conn_id = Milter.uniqueID()
-        self.client = "unknown"
         self._reset()
 
     def _reset(self) -> None:
@@ -79,6 +80,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         # Resolved at end of headers: the features for this message, and whether
         # any of them needs the body (if none does, it is counted, not kept).
         self.features: FeatureSet | None = None
+        self.preventscam = False
         self.keep_body = False
         # An exception in a no-reply callback cannot be answered there (Postfix does
         # not wait for a reply); it is kept and turned into a tempfail at end of message.
@@ -90,10 +92,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
 
     # -- observe-only callbacks -------------------------------------------------
 
-    @Milter.noreply  # type: ignore[untyped-decorator]
-    def connect(self, hostname: str, family: Any, hostaddr: Any) -> int:
-        self.client = f"{hostname}[{hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr}]"
-        return Milter.CONTINUE  # type: ignore[no-any-return]
+    # No connect or helo callback: leaving them out lets Postfix skip those stages.
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     def envfrom(self, mailfrom: str, *params: str) -> int:
@@ -136,7 +135,7 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             self._log().warning("rejected: login is disabled or was deleted after AUTH")
             self.setreply("550", "5.7.1", "This SMTP login is disabled")
             return Milter.REJECT  # type: ignore[no-any-return]
-        self.keep_body = bool(self.ctx.pipeline.html_steps(self.features))
+        self.keep_body = bool(self.ctx.pipeline.steps(self.features))
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     @Milter.noreply  # type: ignore[untyped-decorator]
@@ -180,7 +179,9 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         login = self.ctx.store.get_login(self.login)
         if login is None or not login.enabled:
             return None
-        return login.features.with_overrides(parse_overrides(self.headers))
+        overrides = parse_overrides(self.headers)
+        self.preventscam = overrides.pop("preventscam", False)
+        return login.features.with_overrides(overrides)
 
     def _eom(self, started: float) -> int:
         if self.failure is not None:
@@ -190,10 +191,15 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("end of message without end of headers")
 
         body = b"".join(self.body_chunks)
+        uid = secrets.token_urlsafe(12)
         rewrite: Rewrite | None = None
         if self.keep_body:
             future = self.ctx.features_thread.submit(
-                self.ctx.pipeline.rewrite, self.headers, body, features
+                self.ctx.pipeline.rewrite,
+                self.headers,
+                body,
+                features,
+                Options(message_uid=uid, preventscam=self.preventscam),
             )
             rewrite = future.result(timeout=self.ctx.config.milter.feature_timeout)
 
@@ -223,11 +229,12 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                     self.addheader(name, value)
             self.replacebody(rewrite.body)
             size_after += len(rewrite.body) - len(body)
-            applied = [name for name, _ in self.ctx.pipeline.html_steps(features)]
+            applied = self.ctx.pipeline.steps(features)
 
         message_id = next((v.strip() for n, v in self.headers if n.lower() == "message-id"), None)
         self.ctx.store.record_message(
             MessageRecord(
+                uid=uid,
                 queue_id=self.queue_id or "NOQUEUE",
                 message_id=message_id,
                 login=self.login,

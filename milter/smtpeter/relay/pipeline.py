@@ -1,43 +1,98 @@
-"""The feature pipeline: which transforms run over a message's HTML parts, in order.
+"""The feature pipeline: which transforms run over a message's text parts, in order.
 
-Runs on the relay's feature thread, never on libmilter's threads (see REFERENCE.md:
-lxml-based code called from libmilter's worker threads segfaults under load).
+HTML parts get inlinecss, then trackclicks (so links in the final markup are
+tracked), then trackopens; text/plain parts get trackclicks only when
+``features.track_plain_text`` is on. Runs on the relay's feature thread, never on
+libmilter's threads (see REFERENCE.md: lxml-based code called from libmilter's
+worker threads segfaults under load).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from smtpeter.config import FeaturesConfig
+from smtpeter.config import Config
 from smtpeter.features import FeatureSet
 from smtpeter.features.inlinecss import make_inliner
-from smtpeter.relay.mime import Rewrite, rewrite_html_parts
+from smtpeter.features.trackclicks import track_links, track_text_links
+from smtpeter.features.trackopens import add_pixel
+from smtpeter.relay.mime import Rewrite, rewrite_text_parts
+from smtpeter.tracker.keys import KeyRing
 
 Transform = Callable[[str], str]
 
+# The features that rewrite message content, in the order they are applied.
+CONTENT_FEATURES: tuple[str, ...] = ("inlinecss", "trackclicks", "trackopens")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-message settings besides the features themselves."""
+
+    message_uid: str
+    preventscam: bool = False
+
 
 class Pipeline:
-    def __init__(self, cfg: FeaturesConfig) -> None:
-        self._inline = make_inliner(cfg.inliner)
+    def __init__(self, cfg: Config, keyring: KeyRing | None) -> None:
+        self._inline = make_inliner(cfg.features.inliner)
+        self._track_plain_text = cfg.features.track_plain_text
+        self._base_url = cfg.tracker.base_url
+        self._keyring = keyring
 
-    def html_steps(self, features: FeatureSet) -> list[tuple[str, Transform]]:
-        """The (feature name, transform) pairs to apply to each HTML part, in order."""
-        steps: list[tuple[str, Transform]] = []
-        if features.inlinecss:
-            steps.append(("inlinecss", self._inline))
-        return steps
+    def steps(self, features: FeatureSet) -> list[str]:
+        """The content features to apply, in order (empty: the body is not needed)."""
+        return [name for name in CONTENT_FEATURES if getattr(features, name)]
+
+    def _link_for(self, uid: str) -> Callable[[str], str | None]:
+        assert self._keyring is not None
+        signer = self._keyring.signer()
+        ours = self._base_url + "/"
+
+        def link_for(url: str) -> str | None:
+            if url.startswith(ours):
+                return None  # already a tracking link (ours): never wrap twice
+            return f"{self._base_url}/c/{signer.sign('c', uid, url)}"
+
+        return link_for
 
     def rewrite(
-        self, headers: Sequence[tuple[str, str]], body: bytes, features: FeatureSet
+        self,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        features: FeatureSet,
+        options: Options,
     ) -> Rewrite | None:
-        """Apply the features' HTML transforms; None when no HTML feature is on."""
-        steps = self.html_steps(features)
+        """Apply the content features; None when none is on."""
+        steps = self.steps(features)
         if not steps:
             return None
+        html: list[Transform] = []
+        plain: list[Transform] = []
+        if "inlinecss" in steps:
+            html.append(self._inline)
+        if "trackclicks" in steps:
+            link_for = self._link_for(options.message_uid)
+            html.append(lambda s: track_links(s, link_for, preventscam=options.preventscam))
+            if self._track_plain_text:
+                plain.append(lambda s: track_text_links(s, link_for))
+        if "trackopens" in steps:
+            assert self._keyring is not None
+            token = self._keyring.signer().sign("o", options.message_uid)
+            pixel = f"{self._base_url}/o/{token}.gif"
+            html.append(lambda s: add_pixel(s, pixel))
 
-        def transform(html: str) -> str:
-            for _name, step in steps:
-                html = step(html)
-            return html
+        transforms = {"text/html": _chain(html)}
+        if plain:
+            transforms["text/plain"] = _chain(plain)
+        return rewrite_text_parts(headers, body, transforms)
 
-        return rewrite_html_parts(headers, body, transform)
+
+def _chain(steps: list[Transform]) -> Transform:
+    def run(text: str) -> str:
+        for step in steps:
+            text = step(text)
+        return text
+
+    return run
