@@ -291,7 +291,9 @@ def start_bench(
     )
     stack = LocalStack(
         root=root,
-        ports=Ports(smtp=free_port(), submission=free_port(), sink=free_port()),
+        ports=Ports(
+            smtp=free_port(), submission=free_port(), sink=free_port(), tracker=free_port()
+        ),
         settings=settings,
         with_milter=with_milter,
         extra_services=extra,

@@ -38,7 +38,9 @@ def _stack() -> Iterator[LocalStack]:
     root.chmod(0o755)
     s = LocalStack(
         root=root,
-        ports=Ports(smtp=free_port(), submission=free_port(), sink=free_port()),
+        ports=Ports(
+            smtp=free_port(), submission=free_port(), sink=free_port(), tracker=free_port()
+        ),
         settings={"auth": {"failure_delay": 0.3}, "milter": {"workers": 2}},
         sink_reject=r"^reject-",
     )

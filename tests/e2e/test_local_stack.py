@@ -26,11 +26,12 @@ def smtpeter(*args: str) -> subprocess.CompletedProcess[str]:
 def test_up_send_up_again_down() -> None:
     root = Path(tempfile.mkdtemp(prefix="smtpeter-local-"))
     root.chmod(0o755)
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(4)]
     where = ["--dir", str(root)]
     try:
         up = smtpeter("local", "up", *where, "--smtp-port", ports[0],
-                      "--submission-port", ports[1], "--sink-port", ports[2])  # fmt: skip
+                      "--submission-port", ports[1], "--sink-port", ports[2],
+                      "--tracker-port", ports[3])  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
         password = re.search(r"Password:\s+(\S+(?: \S+)+?)\s{3}", out)

@@ -350,11 +350,11 @@ def test_concurrent_sessions_are_all_delivered(stack: LocalStack, make_login: Ma
     user, password = make_login(inlinecss=True)
     newsletter = mimedata.alternative().raw
 
-    def session(n: int) -> list[str]:
+    def session(_: int) -> list[str]:
         marks = []
         with connect(stack, stack.ports.submission) as client:
             client.login(user, password)
-            for i in range(5):
+            for _ in range(5):
                 mark = marker()
                 client.sendmail("sender@example.com", ["rcpt@example.org"],
                                 with_marker(newsletter, mark))  # fmt: skip

@@ -54,6 +54,12 @@ def run_milter(cfg: Config) -> int:
     return run(cfg)
 
 
+def run_tracker(cfg: Config) -> int:
+    from smtpeter.tracker.server import run_tracker
+
+    return run_tracker(cfg)
+
+
 def run_sink(host: str, port: int, maildir: str, reject: str | None) -> int:
     from smtpeter.local.sink import serve
 

@@ -54,6 +54,12 @@ def add_parser(sub: Any) -> None:
         default=Ports.sink,
         help="loopback port of the local sink (default %(default)s)",
     )
+    p.add_argument(
+        "--tracker-port",
+        type=int,
+        default=Ports.tracker,
+        help="loopback port of the click and open tracker (default %(default)s)",
+    )
 
 
 def _describe(stack: LocalStack, password: str | None) -> str:
@@ -63,7 +69,7 @@ def _describe(stack: LocalStack, password: str | None) -> str:
         "  Host:       127.0.0.1",
         f"  Ports:      {p.smtp} (as 25) and {p.submission} (as 587); STARTTLS required",
         f"  TLS cert:   {stack.cert_file} (self-signed)",
-        f"  Login:      {DEMO} (inlinecss on)",
+        f"  Login:      {DEMO} (inlinecss, trackclicks and trackopens on)",
     ]
     if password is not None:
         lines.append(f"  Password:   {password}   (shown once; includes the spaces)")
@@ -74,6 +80,7 @@ def _describe(stack: LocalStack, password: str | None) -> str:
     lines += [
         f"  Config:     {stack.config_file}",
         f"  Delivered:  {stack.maildir}/new/ (nothing leaves this machine)",
+        f"  Tracker:    http://127.0.0.1:{p.tracker} (tracked links and pixels point here)",
         f"  Logs:       {stack.log_dir}/",
         "",
         "Send a message:",
@@ -81,8 +88,9 @@ def _describe(stack: LocalStack, password: str | None) -> str:
         f"        --auth-password {shlex.quote(password or '<password>')} \\",
         "        --from you@example.com --to someone@example.com \\",
         "        --header 'x-smtpeter-trackclicks: false'",
-        "Manage logins:",
+        "Manage logins, see opens and clicks:",
         f"  smtpeter --config {cfg} login list",
+        f"  smtpeter --config {cfg} events",
         "Stop it:",
         f"  smtpeter local down --dir {shlex.quote(str(stack.root))}"
         "   (or: bash scripts/local-stack down)",
@@ -108,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(_describe(stack, None))
         return exits.OK
     if not stack.state_file.exists():
-        stack.ports = Ports(args.smtp_port, args.submission_port, args.sink_port)
+        stack.ports = Ports(args.smtp_port, args.submission_port, args.sink_port, args.tracker_port)
     try:
         stack.start()
     except StackError as e:
@@ -119,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
     password = logins.generate_password()
     hashed = logins.hash_password(password)
     if store.get_login(DEMO) is None:
-        store.create_login(Login(DEMO, hashed, features=FeatureSet(inlinecss=True)))
+        demo = FeatureSet(inlinecss=True, trackclicks=True, trackopens=True)
+        store.create_login(Login(DEMO, hashed, features=demo))
     else:
         store.update_login(DEMO, password_hash=hashed)
     print(f"smtpeter local stack is up in {stack.root}")

@@ -7,7 +7,7 @@ import sys
 
 from smtpeter import __version__, logsetup
 from smtpeter import config as configmod
-from smtpeter.cli import exits, local, logins
+from smtpeter.cli import events, exits, local, logins
 from smtpeter.store import StoreError
 
 
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the milter (foreground, pre-forked workers)",
         description="Run the milter in the foreground with its worker processes.",
     )
+    sub.add_parser(
+        "tracker",
+        help="run the click and open tracking HTTP service (foreground)",
+        description="Run the tracking HTTP service in the foreground.",
+    )
+    events.add_parsers(sub)
     sink = sub.add_parser(
         "sink",
         help="run a local SMTP sink that writes to a Maildir",
@@ -63,10 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     except configmod.ConfigError as e:
         print(f"smtpeter: config error: {e}", file=sys.stderr)
         return exits.CONFIG
-    logsetup.setup(cfg.logging.level if args.command in ("authd", "milter", "sink") else "warning")
+    daemon = args.command in ("authd", "milter", "tracker", "sink")
+    logsetup.setup(cfg.logging.level if daemon else "warning")
     try:
         if args.command == "login":
             return logins.run(args, cfg)
+        if args.command == "events":
+            return events.run_events(args, cfg)
+        if args.command == "stats":
+            return events.run_stats(args, cfg)
+        if args.command == "keys":
+            return events.run_keys(args, cfg)
         if args.command == "config":
             if args.action == "show":
                 print(configmod.to_yaml(cfg), end="")
@@ -79,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return daemons.run_authd(cfg)
         if args.command == "milter":
             return daemons.run_milter(cfg)
+        if args.command == "tracker":
+            return daemons.run_tracker(cfg)
         if args.command == "sink":
             return daemons.run_sink(args.host, args.port, args.maildir, args.reject)
     except StoreError as e:

@@ -27,7 +27,7 @@ from smtpeter import config as configmod
 from smtpeter.postfix.render import InstanceSettings, RelaySettings, render_instance
 
 DEFAULT_ROOT = Path("/var/lib/smtpeter-local")
-COMPONENTS = ("sink", "authd", "milter")
+COMPONENTS = ("sink", "authd", "milter", "tracker")
 
 
 class StackError(RuntimeError):
@@ -39,6 +39,7 @@ class Ports:
     smtp: int = 2525
     submission: int = 2587
     sink: int = 2526
+    tracker: int = 2580
 
 
 def free_port() -> int:
@@ -143,6 +144,10 @@ class LocalStack:
             "store": {"sqlite_path": str(self.root / "smtpeter.db")},
             "auth": {"socket": str(self.run_dir / "auth.sock"), "failure_delay": 1.0},
             "milter": {"socket": f"unix:{self.run_dir / 'milter.sock'}"},
+            "tracker": {
+                "listen_port": self.ports.tracker,
+                "base_url": f"http://127.0.0.1:{self.ports.tracker}",
+            },
         }
         for section, values in self.settings.items():
             base.setdefault(section, {}).update(values)
@@ -238,6 +243,8 @@ class LocalStack:
             return _unix_open(Path(cfg.auth.socket))
         if component == "milter":
             return _unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
+        if component == "tracker":
+            return _port_open(cfg.tracker.listen_port)
         return self.postfix_running() and _port_open(self.ports.submission)
 
     def _wait(self, component: str, timeout: float = 30.0) -> None:

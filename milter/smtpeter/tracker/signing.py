@@ -103,6 +103,11 @@ class Signer:
             data = json.loads(_unb64(payload))
         except (binascii.Error, ValueError):
             return None
+        # The canonical spelling only: base64 decoding ignores the spare low bits of
+        # the last character and skips characters outside the alphabet, so without
+        # this several spellings of one MAC would verify.
+        if _b64(given) != mac:
+            return None
         if not hmac.compare_digest(given, self._mac(key, f"{kid}.{payload}")):
             return None
         if not (isinstance(data, list) and len(data) == 4):
