@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class StoreConfig:
 class AuthConfig:
     # Unix socket Postfix's smtpd connects to (smtpd_sasl_path). Debian runs smtpd
     # chrooted in /var/spool/postfix, so the default lies inside the chroot.
-    socket: str = "/var/spool/postfix/private/smtpeter-auth"
+    socket: str = "/var/spool/postfix/smtpeter/auth.sock"
     socket_mode: int = 0o660
     socket_group: str | None = "postfix"
     # Delay before a failed authentication is answered; Postfix gives up after 10 s.
@@ -103,6 +104,24 @@ class TrackerConfig:
 
 
 @dataclass(frozen=True)
+class BouncesConfig:
+    # The domain of signed return paths (trackbounces). Postfix must receive mail for
+    # it (MX record) and hand it to `smtpeter bounce`; null turns trackbounces off.
+    domain: str | None = None
+    # Return paths look like <prefix>+<token>@<domain>.
+    prefix: str = "b"
+    # A bounce to a return path older than this many days is dropped uncounted.
+    address_lifetime_days: int = 30
+    # Forward each bounce to the message's original envelope sender (unless that was
+    # empty), so the sender's own bounce handling keeps working.
+    forward: bool = True
+    # Where the bounce processor hands forwarded bounces back to Postfix: a loopback
+    # smtpd listener without our milter that accepts only the null sender.
+    reinject_host: str = "127.0.0.1"
+    reinject_port: int = 10026
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: LogLevel = "info"
 
@@ -114,12 +133,17 @@ class Config:
     milter: MilterConfig = field(default_factory=MilterConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this was read from (None for built-in defaults).
     source: str | None = None
 
 
 _MODE_KEYS = {"socket_mode"}
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*$", re.I
+)
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 
 
 def _expected(tp: Any) -> str:
@@ -236,6 +260,22 @@ def _validate(cfg: Config, where: str) -> None:
         (cfg.tracker.key_retention_days >= 0, "tracker.key_retention_days", "an integer >= 0"),
         (cfg.tracker.event_flush_seconds > 0, "tracker.event_flush_seconds", "a number > 0"),
         (cfg.tracker.event_queue_max >= 1, "tracker.event_queue_max", "an integer >= 1"),
+        (
+            cfg.bounces.domain is None or _DOMAIN.match(cfg.bounces.domain) is not None,
+            "bounces.domain",
+            "a domain name such as bounces.example.com, or null",
+        ),
+        (
+            _PREFIX.match(cfg.bounces.prefix) is not None,
+            "bounces.prefix",
+            "1 to 16 letters, digits, '-' or '_'",
+        ),
+        (
+            cfg.bounces.address_lifetime_days >= 1,
+            "bounces.address_lifetime_days",
+            "an integer >= 1",
+        ),
+        (0 < cfg.bounces.reinject_port < 65536, "bounces.reinject_port", "a port from 1 to 65535"),
     ]
     for ok, key, expected in checks:
         if not ok:

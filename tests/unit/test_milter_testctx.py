@@ -223,3 +223,43 @@ def test_tracking_login_turned_off_by_header(relay: RelayContext) -> None:
         login="plain",
     )
     assert rc == Milter.ACCEPT and not ctx._bodyreplaced
+
+
+def _with_bounce_domain(relay: RelayContext) -> None:
+    relay.config = dataclasses.replace(
+        relay.config,
+        bounces=dataclasses.replace(relay.config.bounces, domain="bounces.example.net"),
+    )
+
+
+def test_trackbounces_sets_a_signed_return_path(relay: RelayContext) -> None:
+    _with_bounce_domain(relay)
+    rc, ctx = feed(message("X-SMTPeter-TrackBounces: true"), login="plain")
+    assert rc == Milter.ACCEPT
+    sender = ctx._sender
+    assert sender.startswith("<b+") and sender.endswith("@bounces.example.net>")
+    token = sender[3 : sender.index("@")]
+    assert len(token) + 2 <= 64, "fits an address's local part"
+    [record] = relay.store.messages(queue_id="4F3A21B0C9")
+    assert record.envelope_sender == "<a@example.com>"  # the original is kept
+    assert "trackbounces" in record.features
+    signer = KeyRing.from_config(relay.store, relay.config.tracker).signer()
+    assert signer.verify_return_path(token.upper(), 86400) == record.uid
+    tampered = token[:-1] + ("a" if token[-1] != "a" else "b")
+    assert signer.verify_return_path(tampered, 86400) is None
+
+
+def test_trackbounces_keeps_the_null_sender(relay: RelayContext) -> None:
+    _with_bounce_domain(relay)
+    ctx = testctx.TestCtx()
+    ctx._setsymval("{auth_authen}", "plain")
+    ctx._connect(ip="192.0.2.1")
+    rc = ctx._feedFile(BytesIO(message("x-smtpeter-trackbounces: true")), "", "b@example.org")
+    assert rc == Milter.ACCEPT
+    assert ctx._sender == "<>"
+
+
+def test_trackbounces_without_a_bounce_domain_keeps_the_sender(relay: RelayContext) -> None:
+    rc, ctx = feed(message("x-smtpeter-trackbounces: true"), login="plain")
+    assert rc == Milter.ACCEPT
+    assert ctx._sender == "<a@example.com>"

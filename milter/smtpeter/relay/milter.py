@@ -12,6 +12,7 @@ nothing is lost or half-processed, because Postfix discards our edits with it.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import logging
 import secrets
@@ -191,7 +192,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             raise RuntimeError("end of message without end of headers")
 
         body = b"".join(self.body_chunks)
-        uid = secrets.token_urlsafe(12)
+        # Lowercase base32: it also travels in return paths, whose case MTAs may change.
+        uid = base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()
         rewrite: Rewrite | None = None
         if self.keep_body:
             future = self.ctx.features_thread.submit(
@@ -231,6 +233,10 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             size_after += len(rewrite.body) - len(body)
             applied = self.ctx.pipeline.steps(features)
 
+        return_path = self._return_path(features, uid)
+        if return_path is not None:
+            applied.append("trackbounces")
+
         message_id = next((v.strip() for n, v in self.headers if n.lower() == "message-id"), None)
         self.ctx.store.record_message(
             MessageRecord(
@@ -256,7 +262,23 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             size_after,
             (time.monotonic() - started) * 1000,
         )
+        if return_path is not None:
+            # Last: pymilter's TestCtx closes the session on chgfrom.
+            self.chgfrom(return_path)
         return Milter.ACCEPT  # type: ignore[no-any-return]
+
+    def _return_path(self, features: FeatureSet, uid: str) -> str | None:
+        """The signed VERP return path for trackbounces, or None to keep the sender."""
+        bounces = self.ctx.config.bounces
+        if not features.trackbounces or self.sender in ("<>", ""):
+            # A message with the null sender is itself a bounce or auto-reply: it must
+            # never get a return path that could bounce back (mail loops).
+            return None
+        if bounces.domain is None:
+            self._log().warning("trackbounces asked for, but bounces.domain is not set")
+            return None
+        token = self.ctx.pipeline.signer().sign_return_path(uid)
+        return f"<{bounces.prefix}+{token}@{bounces.domain}>"
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):

@@ -19,6 +19,7 @@ from smtpeter.features.trackclicks import track_links, track_text_links
 from smtpeter.features.trackopens import add_pixel
 from smtpeter.relay.mime import Rewrite, rewrite_text_parts
 from smtpeter.tracker.keys import KeyRing
+from smtpeter.tracker.signing import Signer
 
 Transform = Callable[[str], str]
 
@@ -41,13 +42,17 @@ class Pipeline:
         self._base_url = cfg.tracker.base_url
         self._keyring = keyring
 
+    def signer(self) -> Signer:
+        if self._keyring is None:
+            raise LookupError("no signing keys: tracking is not set up")
+        return self._keyring.signer()
+
     def steps(self, features: FeatureSet) -> list[str]:
         """The content features to apply, in order (empty: the body is not needed)."""
         return [name for name in CONTENT_FEATURES if getattr(features, name)]
 
     def _link_for(self, uid: str) -> Callable[[str], str | None]:
-        assert self._keyring is not None
-        signer = self._keyring.signer()
+        signer = self.signer()
         ours = self._base_url + "/"
 
         def link_for(url: str) -> str | None:
@@ -78,8 +83,7 @@ class Pipeline:
             if self._track_plain_text:
                 plain.append(lambda s: track_text_links(s, link_for))
         if "trackopens" in steps:
-            assert self._keyring is not None
-            token = self._keyring.signer().sign("o", options.message_uid)
+            token = self.signer().sign("o", options.message_uid)
             pixel = f"{self._base_url}/o/{token}.gif"
             html.append(lambda s: add_pixel(s, pixel))
 

@@ -7,6 +7,10 @@ so any node holding the keys (they live in the shared store) can serve any link
 without a lookup, and a tampered token never verifies: the tracker is never an open
 redirect.
 
+Return paths for bounce tracking use a shorter form that fits an address's local
+part (64 characters at most) and survives MTAs that change letter case:
+``<uid>.<issued day, hex>.<kid>.<mac>``, all lowercase base32 and hex.
+
 Keys rotate: new tokens are signed with the newest key; a retired key still verifies
 the tokens it signed for ``key_retention`` seconds after its retirement. A token is
 also refused once it is older than ``link_lifetime``.
@@ -85,6 +89,41 @@ class Signer:
         )
         signed = f"{self._current.kid}.{payload}"
         return f"{signed}.{_b64(self._mac(self._current, signed))}"
+
+    def sign_return_path(self, message_uid: str) -> str:
+        """The token of a VERP return path's local part (lowercase; ~45 characters)."""
+        if self._current is None:
+            raise LookupError("no active signing key")
+        signed = f"{message_uid.lower()}.{int(self._clock() // _DAY):x}.{self._current.kid}"
+        return f"{signed}.{self._return_path_mac(self._current, signed)}"
+
+    def _return_path_mac(self, key: SigningKey, signed: str) -> str:
+        mac = hmac.new(key.secret, b"b." + signed.encode("ascii"), hashlib.sha256).digest()
+        return base64.b32encode(mac[:10]).decode("ascii").lower()
+
+    def verify_return_path(self, token: str, lifetime: float) -> str | None:
+        """The message uid of a genuine return path token not older than ``lifetime``
+        seconds; None for anything else. Letter case is ignored."""
+        parts = token.lower().split(".")
+        if len(parts) != 4 or not all(p.isascii() for p in parts):
+            return None
+        uid, day_hex, kid, mac = parts
+        key = self._keys.get(kid)
+        if key is None:
+            return None
+        now = self._clock()
+        if key.retired_at is not None and now > key.retired_at + self.key_retention:
+            return None
+        expected = self._return_path_mac(key, f"{uid}.{day_hex}.{kid}")
+        if not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            day = int(day_hex, 16)
+        except ValueError:
+            return None
+        if now - day * _DAY > lifetime + _DAY:
+            return None
+        return uid
 
     def verify(self, token: str) -> Claim | None:
         """The claim of a genuine, unexpired token; None for anything else."""
