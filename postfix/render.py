@@ -57,6 +57,13 @@ class RelaySettings:
     smtp_listen: str = "smtp"
     submission_listen: str = "submission"
     chroot: bool = True
+    # Bounce tracking: the domain of signed return paths (None: off), the command
+    # Postfix's pipe runs for each bounce and as whom, and the loopback listener
+    # forwarded bounces are handed back through.
+    bounce_domain: str | None = None
+    bounce_command: str = "/usr/bin/smtpeter bounce"
+    bounce_user: str = "smtpeter"
+    reinject_listen: str = "127.0.0.1:10026"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,8 @@ class InstanceSettings:
     myhostname: str = "smtpeter.localhost"
     # Further master.cf lines (the benchmark adds a plain listener).
     extra_services: str = ""
+    # Further main.cf lines (the tests shorten the queue lifetime).
+    extra_main: str = ""
 
 
 def render_relay(relay: RelaySettings) -> tuple[str, str]:
@@ -81,7 +90,12 @@ def render_relay(relay: RelaySettings) -> tuple[str, str]:
         if relay.milter_socket is not None
         else ""
     )
-    return _fill("relay-main.cf.in", values), _fill("relay-master.cf.in", values)
+    policy = "access-bounces.cf.in" if relay.bounce_domain else "access-submission.cf.in"
+    values["access_policy"] = _fill(policy, values)
+    master = _fill("relay-master.cf.in", values)
+    if relay.bounce_domain:
+        master += "\n" + _fill("bounces-master.cf.in", values)
+    return _fill("relay-main.cf.in", values), master
 
 
 def render_instance(relay: RelaySettings, instance: InstanceSettings) -> dict[str, str]:
@@ -89,7 +103,10 @@ def render_instance(relay: RelaySettings, instance: InstanceSettings) -> dict[st
     main, master = render_relay(relay)
     values = {k: str(v) for k, v in asdict(instance).items()}
     return {
-        "main.cf": _fill("instance-main.cf.in", values) + "\n" + main,
+        "main.cf": _fill("instance-main.cf.in", values)
+        + "\n"
+        + main
+        + (f"\n{instance.extra_main}\n" if instance.extra_main else ""),
         "master.cf": master
         + "\n"
         + _fill("instance-master.cf.in", values)

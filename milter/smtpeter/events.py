@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-EventType = Literal["open", "click", "bounce"]
-EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce")
+# bounce: a hard or soft bounce (detail["kind"]); delay: a delivery-delay notice;
+# autoreply: a vacation or out-of-office reply. Only bounces count as bounces.
+EventType = Literal["open", "click", "bounce", "delay", "autoreply"]
+EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce", "delay", "autoreply")
 
 
 @dataclass(frozen=True)

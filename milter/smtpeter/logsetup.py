@@ -19,3 +19,18 @@ def setup(level: str = "info", *, stream: object = None) -> None:
     root.setLevel(level.upper())
     # cssutils (premailer) logs every CSS property it does not know at ERROR.
     logging.getLogger("CSSUTILS").setLevel(logging.CRITICAL)
+
+
+def add_syslog(ident: str) -> None:
+    """Also log to syslog (mail facility), for processes Postfix starts (the bounce
+    processor), whose stderr only reaches a log when they fail."""
+    import logging.handlers
+    import os
+
+    if not os.path.exists("/dev/log"):
+        return
+    handler = logging.handlers.SysLogHandler(
+        address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_MAIL
+    )
+    handler.setFormatter(logging.Formatter(f"{ident}[%(process)d]: %(message)s"))
+    logging.getLogger().addHandler(handler)

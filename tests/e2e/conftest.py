@@ -39,10 +39,18 @@ def _stack() -> Iterator[LocalStack]:
     s = LocalStack(
         root=root,
         ports=Ports(
-            smtp=free_port(), submission=free_port(), sink=free_port(), tracker=free_port()
+            smtp=free_port(),
+            submission=free_port(),
+            sink=free_port(),
+            tracker=free_port(),
+            reinject=free_port(),
         ),
         settings={"auth": {"failure_delay": 0.3}, "milter": {"workers": 2}},
-        sink_reject=r"^reject-",
+        sink_reject=r"^<?reject-",
+        sink_defer=r"^<?defer-",
+        # A 4xx ends delivery at once (as if the queue lifetime had run out), so
+        # the tests see Postfix's own DSN for it without waiting days.
+        extra_main="maximal_queue_lifetime = 0\nbounce_queue_lifetime = 0",
     )
     try:
         s.start()

@@ -104,10 +104,13 @@ def test_auth_before_starttls_is_refused(stack: LocalStack, make_login: MakeLogi
 
 
 def test_mail_without_auth_is_refused(stack: LocalStack) -> None:
+    # With bounce tracking on, MAIL is accepted (bounces arrive unauthenticated) and
+    # every recipient outside the bounce domain is refused.
     with connect(stack, stack.ports.smtp) as client:
         assert client.has_extn("auth")
-        code, reply = client.mail("sender@example.com")
-        assert (code, reply) == (530, b"5.7.0 <sender@example.com>: Sender address rejected: "
+        assert client.mail("sender@example.com")[0] == 250
+        code, reply = client.rcpt("rcpt@example.org")
+        assert (code, reply) == (530, b"5.7.0 <rcpt@example.org>: Recipient address rejected: "
                                       b"Authentication required")  # fmt: skip
 
 

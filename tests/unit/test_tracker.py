@@ -394,7 +394,8 @@ def test_other_methods_are_405(tracker: Tracker, method: str) -> None:
 
 
 def click_client(tracker: Tracker, xff: list[str]) -> str | None:
-    token = tracker.signer().sign("c", f"uid-{len(tracker.store.events())}", URL)
+    before = len(tracker.store.events())
+    token = tracker.signer().sign("c", f"uid-{before}", URL)
     conn = http.client.HTTPConnection("127.0.0.1", tracker.port, timeout=5)
     conn.putrequest("GET", f"/c/{token}")
     for value in xff:
@@ -402,7 +403,6 @@ def click_client(tracker: Tracker, xff: list[str]) -> str | None:
     conn.endheaders()
     assert conn.getresponse().status == 302
     conn.close()
-    before = len(tracker.store.events())
     return wait_events(tracker.store, before + 1)[-1].client_ip
 
 
@@ -597,7 +597,13 @@ def test_access_log_line(tracker: Tracker, caplog: pytest.LogCaptureFixture) -> 
     caplog.set_level(logging.INFO, logger="smtpeter.tracker.access")
     token = tracker.signer().sign("c", "uid-1", URL)
     tracker.request(f"/c/{token}", headers={"User-Agent": "Agent " + "x" * 300})
-    lines = [r.getMessage() for r in caplog.records if r.name == "smtpeter.tracker.access"]
+    deadline = time.monotonic() + 5
+    while True:
+        # The line is written once the response is sent: it may come a moment later.
+        lines = [r.getMessage() for r in caplog.records if r.name == "smtpeter.tracker.access"]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
     assert len(lines) == 1
     line = lines[0]
     assert line.startswith(f'GET /c/{token[:11]}...{token[-8:]} 302 client=127.0.0.1 ua="Agent x')

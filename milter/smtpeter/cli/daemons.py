@@ -3,11 +3,13 @@ foreground (systemd, or the local stack, supervises it) and logs to stderr."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
+import sys
 
-from smtpeter import logins
+from smtpeter import logins, logsetup
 from smtpeter.auth.credentials import Credentials
 from smtpeter.auth.server import AuthServer
 from smtpeter.config import Config
@@ -60,8 +62,24 @@ def run_tracker(cfg: Config) -> int:
     return run_tracker(cfg)
 
 
-def run_sink(host: str, port: int, maildir: str, reject: str | None) -> int:
+def run_bounce(args: argparse.Namespace, cfg: Config) -> int:
+    """One bounce from stdin; never lets an unexpected error become a permanent failure."""
+    from smtpeter.bounces.processor import EX_TEMPFAIL, MAX_INPUT, process
+
+    logsetup.add_syslog("smtpeter-bounce")
+    try:
+        raw = sys.stdin.buffer.read(MAX_INPUT + 1)
+        outcome = process(raw, args.recipient, cfg, bounce_id=args.queue_id)
+    except Exception:
+        log.exception("bounce for %s: unexpected error; Postfix will retry", args.recipient)
+        return EX_TEMPFAIL
+    level = logging.INFO if outcome.status == 0 else logging.ERROR
+    log.log(level, "bounce %s for %s: %s", args.queue_id or "-", args.recipient, outcome.what)
+    return outcome.status
+
+
+def run_sink(host: str, port: int, maildir: str, reject: str | None, defer: str | None) -> int:
     from smtpeter.local.sink import serve
 
-    asyncio.run(serve(host, port, maildir, reject))
+    asyncio.run(serve(host, port, maildir, reject, defer))
     return 0

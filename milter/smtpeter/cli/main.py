@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the tracking HTTP service in the foreground.",
     )
     events.add_parsers(sub)
+    bounce = sub.add_parser(
+        "bounce",
+        help="process one bounce from stdin (run by Postfix's pipe transport)",
+        description="Read a bounce on stdin, record its events and forward it to the "
+        "original sender. Exit 0 when done or dropped, 75 (EX_TEMPFAIL) to have Postfix "
+        "retry later.",
+    )
+    bounce.add_argument("--recipient", required=True, help="the return path it was sent to")
+    bounce.add_argument("--sender", default="", help="the bounce's envelope sender")
+    bounce.add_argument("--queue-id", default="", help="Postfix's queue id of the bounce")
     sink = sub.add_parser(
         "sink",
         help="run a local SMTP sink that writes to a Maildir",
@@ -49,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sink.add_argument("--port", type=int, required=True)
     sink.add_argument("--maildir", required=True)
     sink.add_argument("--reject", metavar="REGEX", help="refuse recipients matching REGEX with 550")
+    sink.add_argument("--defer", metavar="REGEX", help="refuse recipients matching REGEX with 450")
     check = sub.add_parser(
         "config",
         help="check the config file and print it with defaults",
@@ -68,12 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = configmod.load(args.config)
     except configmod.ConfigError as e:
         print(f"smtpeter: config error: {e}", file=sys.stderr)
-        return exits.CONFIG
-    daemon = args.command in ("authd", "milter", "tracker", "sink")
+        # Postfix's pipe bounces a message for a non-temporary status: keep it queued.
+        return exits.TEMPFAIL if args.command == "bounce" else exits.CONFIG
+    daemon = args.command in ("authd", "milter", "tracker", "sink", "bounce")
     logsetup.setup(cfg.logging.level if daemon else "warning")
+    from smtpeter.cli import daemons
+
     try:
         if args.command == "login":
             return logins.run(args, cfg)
+        if args.command == "bounce":
+            return daemons.run_bounce(args, cfg)
         if args.command == "events":
             return events.run_events(args, cfg)
         if args.command == "stats":
@@ -86,8 +102,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"{cfg.source or 'built-in defaults'}: OK")
             return exits.OK
-        from smtpeter.cli import daemons
-
         if args.command == "authd":
             return daemons.run_authd(cfg)
         if args.command == "milter":
@@ -95,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tracker":
             return daemons.run_tracker(cfg)
         if args.command == "sink":
-            return daemons.run_sink(args.host, args.port, args.maildir, args.reject)
+            return daemons.run_sink(args.host, args.port, args.maildir, args.reject, args.defer)
     except StoreError as e:
         print(f"smtpeter: {e}", file=sys.stderr)
-        return exits.UNAVAILABLE
+        return exits.TEMPFAIL if args.command == "bounce" else exits.UNAVAILABLE
     except KeyboardInterrupt:
         return exits.FAILURE
     return exits.USAGE

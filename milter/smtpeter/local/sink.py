@@ -23,9 +23,10 @@ log = logging.getLogger("smtpeter.sink")
 
 
 class MaildirHandler:
-    def __init__(self, maildir: str, reject: str | None = None) -> None:
+    def __init__(self, maildir: str, reject: str | None = None, defer: str | None = None) -> None:
         self.maildir = maildir
         self.reject = re.compile(reject) if reject else None
+        self.defer = re.compile(defer) if defer else None
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(maildir, sub), exist_ok=True)
         self._seq = 0
@@ -34,13 +35,15 @@ class MaildirHandler:
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if self.reject is not None and self.reject.search(address):
-            return "550 5.1.1 Recipient rejected by the sink"
+            return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown"
+        if self.defer is not None and self.defer.search(address):
+            return "450 4.2.1 <" + address + ">: Mailbox temporarily unavailable"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content or envelope.content
-        lines = [f"Return-Path: <{envelope.mail_from}>"]
+        lines = [f"Return-Path: <{(envelope.mail_from or '').strip('<>')}>"]
         lines += [f"Delivered-To: {rcpt}" for rcpt in envelope.rcpt_tos]
         data = ("\n".join(lines) + "\n").encode() + content.replace(b"\r\n", b"\n")
         self._seq += 1
@@ -61,9 +64,11 @@ class MaildirHandler:
         return "250 2.0.0 Delivered to the local sink"
 
 
-async def serve(host: str, port: int, maildir: str, reject: str | None = None) -> None:
+async def serve(
+    host: str, port: int, maildir: str, reject: str | None = None, defer: str | None = None
+) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
-    handler = MaildirHandler(maildir, reject)
+    handler = MaildirHandler(maildir, reject, defer)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(

@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -25,6 +27,7 @@ from typing import Any
 
 from smtpeter import config as configmod
 from smtpeter.postfix.render import InstanceSettings, RelaySettings, render_instance
+from smtpeter.store import open_store
 
 DEFAULT_ROOT = Path("/var/lib/smtpeter-local")
 COMPONENTS = ("sink", "authd", "milter", "tracker")
@@ -40,6 +43,14 @@ class Ports:
     submission: int = 2587
     sink: int = 2526
     tracker: int = 2580
+    # The loopback listener forwarded bounces come back in through.
+    reinject: int = 2527
+
+
+BOUNCE_DOMAIN = "bounces.localhost"
+# The unprivileged user Postfix's pipe runs the bounce processor as (made by
+# scripts/bootstrap, as the Debian package does).
+SERVICE_USER = "smtpeter"
 
 
 def free_port() -> int:
@@ -84,6 +95,9 @@ class LocalStack:
     # Extra settings merged into the generated smtpeter.yaml, e.g. {"milter": {"workers": 1}}.
     settings: dict[str, Any] = field(default_factory=dict)
     sink_reject: str | None = None
+    sink_defer: str | None = None
+    # Further main.cf lines for the private Postfix.
+    extra_main: str = ""
     python: str = sys.executable
     # False runs Postfix without our milter (the benchmark's baseline).
     with_milter: bool = True
@@ -105,6 +119,10 @@ class LocalStack:
     @property
     def maildir(self) -> Path:
         return self.root / "Maildir"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
 
     @property
     def log_dir(self) -> Path:
@@ -135,19 +153,21 @@ class LocalStack:
             data = json.loads(self.state_file.read_text())
             self.ports = Ports(**data["ports"])
             self.sink_reject = data.get("sink_reject")
+            self.sink_defer = data.get("sink_defer")
 
     def config(self) -> configmod.Config:
         return configmod.load(self.config_file)
 
     def _write_config(self) -> configmod.Config:
         base: dict[str, Any] = {
-            "store": {"sqlite_path": str(self.root / "smtpeter.db")},
+            "store": {"sqlite_path": str(self.data_dir / "smtpeter.db")},
             "auth": {"socket": str(self.run_dir / "auth.sock"), "failure_delay": 1.0},
             "milter": {"socket": f"unix:{self.run_dir / 'milter.sock'}"},
             "tracker": {
                 "listen_port": self.ports.tracker,
                 "base_url": f"http://127.0.0.1:{self.ports.tracker}",
             },
+            "bounces": {"domain": BOUNCE_DOMAIN, "reinject_port": self.ports.reinject},
         }
         for section, values in self.settings.items():
             base.setdefault(section, {}).update(values)
@@ -182,6 +202,12 @@ class LocalStack:
             smtp_listen=f"127.0.0.1:{self.ports.smtp}",
             submission_listen=f"127.0.0.1:{self.ports.submission}",
             chroot=False,
+            bounce_domain=cfg.bounces.domain,
+            bounce_command=shlex.join(
+                [self.python, "-m", "smtpeter", "--config", str(self.config_file), "bounce"]
+            ),
+            bounce_user=SERVICE_USER,
+            reinject_listen=f"{cfg.bounces.reinject_host}:{cfg.bounces.reinject_port}",
         )
         instance = InstanceSettings(
             config_dir=str(self.postfix_dir),
@@ -191,6 +217,7 @@ class LocalStack:
             log_dir=str(self.log_dir),
             relayhost=f"[127.0.0.1]:{self.ports.sink}",
             extra_services=self.extra_services,
+            extra_main=self.extra_main,
         )
         self.postfix_dir.mkdir(parents=True, exist_ok=True)
         for name, text in render_instance(relay, instance).items():
@@ -207,12 +234,35 @@ class LocalStack:
         for d in (self.root, self.run_dir):
             d.chmod(0o755)
         self.state_file.write_text(
-            json.dumps({"ports": dataclasses.asdict(self.ports), "sink_reject": self.sink_reject})
+            json.dumps(
+                {
+                    "ports": dataclasses.asdict(self.ports),
+                    "sink_reject": self.sink_reject,
+                    "sink_defer": self.sink_defer,
+                }
+            )
         )
         self._write_tls()
         cfg = self._write_config()
+        self._write_store(cfg)
         self._write_postfix(cfg)
         return cfg
+
+    def _write_store(self, cfg: configmod.Config) -> None:
+        """Create the store owned by the service user: the bounce processor runs as
+        that user, and SQLite gives the files it creates for root to the owner of
+        the database file."""
+        try:
+            pwd.getpwnam(SERVICE_USER)
+        except KeyError:
+            raise StackError(
+                f"user {SERVICE_USER!r} does not exist: run scripts/bootstrap first"
+            ) from None
+        self.data_dir.mkdir(exist_ok=True)
+        shutil.chown(self.data_dir, SERVICE_USER, SERVICE_USER)
+        open_store(cfg.store).close()
+        for path in self.data_dir.iterdir():
+            shutil.chown(path, SERVICE_USER, SERVICE_USER)
 
     # -- processes ------------------------------------------------------------------
     def _command(self, component: str) -> list[str]:
@@ -225,7 +275,9 @@ class LocalStack:
                     f"127.0.0.1:{self.ports.sink}", "256"]  # fmt: skip
         if component == "sink":
             cmd = [*base, "sink", "--port", str(self.ports.sink), "--maildir", str(self.maildir)]
-            return [*cmd, "--reject", self.sink_reject] if self.sink_reject else cmd
+            if self.sink_reject:
+                cmd += ["--reject", self.sink_reject]
+            return [*cmd, "--defer", self.sink_defer] if self.sink_defer else cmd
         return [*base, component]
 
     def pid(self, component: str) -> int | None:

@@ -1,0 +1,1 @@
+"""Bounces: the pipe-transport processor and the detectors that read what comes back."""

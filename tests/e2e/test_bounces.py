@@ -1,0 +1,174 @@
+"""Bounce tracking end to end: Postfix itself bounces a message sent with
+trackbounces; the DSN comes back to the signed return path, the bounce processor
+(run by Postfix's pipe, as user smtpeter) records it and forwards it to the sender."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from smtpeter.local.stack import BOUNCE_DOMAIN, LocalStack
+from smtpeter.store import Store
+from smtpeter.tracker.keys import KeyRing
+from tests.e2e.conftest import MakeLogin
+from tests.e2e.smtp import connect, find_delivered, parse, send, simple
+
+pytestmark = pytest.mark.e2e
+
+DSN = (
+    b"From: MAILER-DAEMON@mx.example.org\r\nTo: whoever\r\nSubject: Undelivered Mail\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+    b"--b1\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n"
+    b"--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.org\r\n\r\n"
+    b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
+    b"--b1--\r\n"
+)
+
+
+def events(stack: LocalStack, *args: str) -> list[dict[str, object]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpeter", "--config", str(stack.config_file), "events",
+         "--json", *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def wait_events(stack: LocalStack, *args: str, timeout: float = 30) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = events(stack, *args)
+        if found:
+            return found
+        stack.flush()
+        time.sleep(0.3)
+    return []
+
+
+def bounce_cli(
+    stack: LocalStack, recipient: str, data: bytes, *, user: str = "smtpeter"
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the processor as Postfix's pipe does: as user smtpeter, message on stdin."""
+    return subprocess.run(
+        ["runuser", "-u", user, "--", sys.executable, "-m", "smtpeter",
+         "--config", str(stack.config_file), "bounce", "--recipient", recipient,
+         "--sender", "", "--queue-id", "TEST1"],
+        input=data, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def return_path_for(stack: LocalStack, store: Store, uid: str) -> str:
+    signer = KeyRing.from_config(store, stack.config().tracker).signer()
+    return f"b+{signer.sign_return_path(uid)}@{BOUNCE_DOMAIN}"
+
+
+@pytest.mark.parametrize(
+    ("local", "kind", "status"),
+    [("reject-user", "hard", "5.1.1"), ("defer-user", "soft", "4.2.1")],
+)
+def test_postfix_bounce_is_recorded_and_forwarded(
+    stack: LocalStack, make_login: MakeLogin, local: str, kind: str, status: str
+) -> None:
+    user, password = make_login(trackbounces=True)
+    failing = f"{local}-{user}@example.org"
+    mark = send(
+        stack, user, password, simple("will bounce"), sender="owner@example.com",
+        recipients=(failing,),
+    )  # fmt: skip
+    found = wait_events(stack, "--login", user, "--type", "bounce")
+    assert len(found) == 1, found
+    event = found[0]
+    assert event["recipient"] == failing
+    detail = event["detail"]
+    assert isinstance(detail, dict)
+    assert detail["kind"] == kind and detail["status"] == status
+    assert event["message_id"] == f"<{mark}@test.example>"
+
+    # The sender gets the bounce, as if there had been no tracking: with the null
+    # sender, and the original message's Message-ID inside.
+    forwarded = parse(find_delivered(stack, mark))
+    assert forwarded["Return-Path"] == "<>"
+    assert forwarded["Delivered-To"] == "owner@example.com"
+    assert forwarded.get_content_type() == "multipart/report"
+
+
+def test_bounce_from_a_remote_mta_over_smtp(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    """A remote MX returns a DSN to the return path: accepted without AUTH for the
+    bounce domain only, recorded, forwarded."""
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("remote"), sender="owner2@example.com")
+    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
+    assert record.uid is not None
+    return_path = return_path_for(stack, store, record.uid)
+    with connect(stack, stack.ports.smtp) as client:
+        assert client.mail("<>")[0] == 250
+        assert client.rcpt(return_path.upper())[0] == 250  # case changed on the way back
+        assert client.data(DSN.replace(b"It bounced.", f"About {mark}".encode()))[0] == 250
+    [event] = wait_events(stack, "--login", user, "--type", "bounce")
+    assert event["recipient"] == "gone@example.org"
+    find_delivered(stack, "Delivered-To: owner2@example.com\n")
+
+
+def test_tampered_return_path_is_dropped_without_backscatter(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("tampered"), sender="owner3@example.com")
+    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
+    assert record.uid is not None
+    good = return_path_for(stack, store, record.uid)
+    local, domain = good.split("@")
+    bad = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain
+    result = bounce_cli(stack, bad, DSN)
+    assert result.returncode == 0
+    assert b"dropped: tampered, unknown or expired return path" in result.stderr
+    for garbage in ("b+nonsense@" + BOUNCE_DOMAIN, "someone@" + BOUNCE_DOMAIN, "x@other.org"):
+        result = bounce_cli(stack, garbage, DSN)
+        assert result.returncode == 0 and b"dropped" in result.stderr
+    assert events(stack, "--login", user) == []
+    time.sleep(1)
+    assert not [p for p in stack.delivered() if b"owner3@example.com" in p.read_bytes()]
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\xff garbage \r\n\r\n\x80", b"Subject: hi\r\n\r\nno"])
+def test_empty_and_garbage_input_never_fail_permanently(
+    stack: LocalStack, make_login: MakeLogin, store: Store, data: bytes
+) -> None:
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("garbage"), sender="")  # null sender: no forward
+    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
+    assert record.uid is not None
+    result = bounce_cli(stack, return_path_for(stack, store, record.uid), data)
+    assert result.returncode == 0, result.stderr
+    assert events(stack, "--login", user, "--type", "bounce") == []
+
+
+def test_store_outage_is_a_temporary_failure(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("outage"), sender="")
+    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
+    assert record.uid is not None
+    return_path = return_path_for(stack, store, record.uid)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("ALTER TABLE events RENAME TO events_away")
+    try:
+        result = bounce_cli(stack, return_path, DSN)
+        assert result.returncode == 75, result.stderr  # EX_TEMPFAIL: Postfix retries
+        assert b"store unavailable, will retry" in result.stderr
+    finally:
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("ALTER TABLE events_away RENAME TO events")
+    assert bounce_cli(stack, return_path, DSN).returncode == 0
+    assert len(events(stack, "--login", user, "--type", "bounce")) == 1

@@ -1,0 +1,366 @@
+"""Bounce detection: a table of bounce messages and what each must yield.
+
+The fixtures live in tests/data/bounces/ (their origins are in its README.md). Each
+is read as stored and with its line endings swapped (LF <-> CRLF): both must give
+the same report.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from smtpeter.bounces.detect import Failure, Report, detect
+
+BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
+
+NONE = Report((), False, "none", None)
+
+# file: (detector, is_dsn, original Message-ID, [(recipient, kind, status), ...])
+Expected = tuple[str, bool, str | None, list[tuple[str, str, str | None]]]
+TABLE: dict[str, Expected] = {
+    "postfix-dsn-hard.eml": ("dsn", True, "<newsletter-42.1@news.example.com>",
+                             [("nobody@example.net", "hard", "5.1.1")]),
+    "postfix-dsn-expired.eml": ("dsn", True, "<newsletter-42.2@news.example.com>",
+                                [("ann@slow.example.org", "soft", "4.4.1")]),
+    "postfix-delay.eml": ("dsn", True, "<newsletter-42.3@news.example.com>",
+                          [("bob@grey.example.org", "delay", "4.7.1")]),
+    "exim-dsn.eml": ("dsn", True, "<newsletter-42.4@news.example.com>",
+                     [("gone@example.org", "hard", "5.1.1")]),
+    "exim-plain.eml": ("exim", False, "<newsletter-42.5@news.example.com>",
+                       [("carol@example.net", "hard", "5.2.1"),
+                        ("dave@down.example.net", "soft", None)]),
+    "exim-delay.eml": ("exim", False, None, [("erin@busy.example.net", "delay", "4.2.2")]),
+    "qmail.eml": ("qmail", False, "<newsletter-42.6@news.example.com>",
+                  [("frank@example.com.invalid", "hard", "5.1.2"),
+                   ("grace@example.net", "hard", "5.1.1")]),
+    "sendmail-dsn.eml": ("dsn", True, "<newsletter-42.7@news.example.com>",
+                         [("ghost@example.org", "hard", "5.1.1")]),
+    "sendmail-plain.eml": ("sendmail", False, "<newsletter-42.8@news.example.com>",
+                           [("henry@old.example.org", "hard", "5.1.1")]),
+    "postfix-plain.eml": ("postfix", False, "<newsletter-42.9@news.example.com>",
+                          [("ivy@example.net", "hard", "5.1.1")]),
+    "office365-dsn.eml": ("dsn", True, "<newsletter-42.10@news.example.com>",
+                          [("j.doe@contoso.example", "hard", "5.1.10")]),
+    "gmail-dsn.eml": ("dsn", True, "<newsletter-42.11@news.example.com>",
+                      [("no.such.user@example.net", "hard", "5.1.1")]),
+    "gmail-plain.eml": ("gmail", False, "<newsletter-42.12@news.example.com>",
+                        [("jack@example.net", "hard", "5.1.1")]),
+    "yahoo.eml": ("yahoo", False, "<newsletter-42.13@news.example.com>",
+                  [("kim@example.net", "hard", "5.1.1")]),
+    "vacation.eml": ("autoreply", False, "<newsletter-42.14@news.example.com>",
+                     [("Jane.Roe@example.org", "autoreply", None)]),
+    "outlook-autoreply.eml": ("autoreply", False, "<newsletter-42.15@news.example.com>",
+                              [("lena.schmidt@fabrikam.example", "autoreply", None)]),
+    "dsn-multi.eml": ("dsn", True, "<newsletter-42.16@news.example.com>",
+                      [("Lara.Alias@example.org", "hard", "5.0.0")]),
+    "dsn-relayed.eml": ("dsn", True, None, []),
+    "global-dsn.eml": ("dsn", True, "<newsletter-42.17@news.example.com>",
+                       [("j\u00f6rg@b\u00fccher.example", "hard", "5.1.1")]),
+    "exchange-plain.eml": ("exchange", False, "<newsletter-42.18@news.example.com>",
+                           [("nina.patel@tailspin.example", "hard", "5.1.1"),
+                            ("oscar@tailspin.example", "hard", "5.2.2")]),
+    "generic.eml": ("generic", False, "<newsletter-42.19@news.example.com>",
+                    [("paul@example.net", "hard", "5.1.1")]),
+    "human-reply.eml": ("none", False, None, []),
+}  # fmt: skip
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (BOUNCES / name).read_bytes()
+
+
+def swap_line_endings(raw: bytes) -> bytes:
+    if b"\r\n" in raw:
+        return raw.replace(b"\r\n", b"\n")
+    return raw.replace(b"\n", b"\r\n")
+
+
+def test_every_fixture_is_in_the_table() -> None:
+    assert sorted(p.name for p in BOUNCES.glob("*.eml")) == sorted(TABLE)
+
+
+def test_fixtures_use_both_line_endings() -> None:
+    crlf = [name for name in TABLE if b"\r\n" in fixture_bytes(name)]
+    assert crlf and len(crlf) < len(TABLE)
+
+
+@pytest.mark.parametrize("swap", [False, True], ids=["as-stored", "swapped-eol"])
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_table(name: str, swap: bool) -> None:
+    raw = fixture_bytes(name)
+    if swap:
+        raw = swap_line_endings(raw)
+    detector, is_dsn, original, failures = TABLE[name]
+    report = detect(raw)
+    assert report.detector == detector
+    assert report.is_dsn is is_dsn
+    assert report.original_message_id == original
+    got = [(f.recipient, f.kind, f.status) for f in report.failures]
+    assert got == failures
+
+
+def test_dsn_fields_in_detail() -> None:
+    (failure,) = detect(fixture_bytes("postfix-dsn-hard.eml")).failures
+    assert failure == Failure(
+        recipient="nobody@example.net",
+        status="5.1.1",
+        kind="hard",
+        diagnostic="smtp; 550 5.1.1 <nobody@example.net>: Recipient address rejected: "
+        "User unknown in local recipient table",
+        reporting_mta="relay.example.com",
+        remote_mta="mx.example.net",
+    )
+
+
+def test_remote_mta_comment_and_trailing_dot_are_dropped() -> None:
+    (failure,) = detect(fixture_bytes("gmail-dsn.eml")).failures
+    assert failure.remote_mta == "mx.example.net"
+    assert failure.reporting_mta == "googlemail.com"
+    assert failure.diagnostic is not None and "\n" not in failure.diagnostic
+
+
+def dsn(status_part: str, *, report: bool = True, headers: str = "") -> bytes:
+    ctype = (
+        "multipart/report; report-type=delivery-status; boundary=BB"
+        if report
+        else "multipart/mixed; boundary=BB"
+    )
+    return (
+        "From: MAILER-DAEMON@mx.example.org\nTo: b+x@bounce.example.com\n"
+        f"Subject: Undelivered Mail Returned to Sender\n{headers}"
+        f"MIME-Version: 1.0\nContent-Type: {ctype}\n\n"
+        "--BB\nContent-Type: text/plain\n\nSee the report.\n\n"
+        f"--BB\nContent-Type: message/delivery-status\n\n{status_part}\n--BB--\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1",
+         ("a@x.example", "hard", "5.1.1")),
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.7.1 (refused)",
+         ("a@x.example", "hard", "5.7.1")),
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed\n"
+         "Diagnostic-Code: smtp; 554 5.7.1 Rejected", ("a@x.example", "hard", "5.7.1")),
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed\n"
+         "Diagnostic-Code: smtp; 452 Too many recipients", ("a@x.example", "soft", "4.0.0")),
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed",
+         ("a@x.example", "unknown", None)),
+        ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 2.0.0",
+         ("a@x.example", "unknown", "2.0.0")),
+        ("Final-Recipient: rfc822; a@x.example\nAction: delayed\nStatus: 4.4.7",
+         ("a@x.example", "delay", "4.4.7")),
+        ("final-recipient:RFC822;<A@X.Example.>\naction:FAILED\nstatus:5.1.1",
+         ("A@x.example", "hard", "5.1.1")),
+        ("Final-Recipient:\n rfc822;\n\ta@x.example\nAction:\n failed\nStatus: 5.1.1",
+         ("a@x.example", "hard", "5.1.1")),
+        ("Final-Recipient: a@x.example\nAction: failed\nStatus: 5.1.1",
+         ("a@x.example", "hard", "5.1.1")),
+        ("Final-Recipient: utf-8; \\x{65E5}\\x{672C}@x.example\nAction: failed\nStatus: 5.1.1",
+         ("\u65e5\u672c@x.example", "hard", "5.1.1")),
+    ],
+)  # fmt: skip
+def test_dsn_fields(fields: str, expected: tuple[str, str, str | None]) -> None:
+    report = detect(dsn("Reporting-MTA: dns; mx.example.org\n\n" + fields + "\n"))
+    assert report.detector == "dsn"
+    assert [(f.recipient, f.kind, f.status) for f in report.failures] == [expected]
+
+
+def test_dsn_recipients_without_blank_lines_between_them() -> None:
+    report = detect(
+        dsn(
+            "Reporting-MTA: dns; mx.example.org\n\n"
+            "Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1\n"
+            "Final-Recipient: rfc822; b@x.example\nAction: delivered\nStatus: 2.0.0\n"
+            "Final-Recipient: rfc822; c@x.example\nAction: failed\nStatus: 4.4.1\n"
+        )
+    )
+    assert [(f.recipient, f.kind) for f in report.failures] == [
+        ("a@x.example", "hard"),
+        ("c@x.example", "soft"),
+    ]
+
+
+def test_delivery_status_in_a_mislabelled_container_is_read_but_not_a_dsn() -> None:
+    report = detect(
+        dsn("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1\n", report=False)
+    )
+    assert report.detector == "dsn" and not report.is_dsn
+    assert [f.recipient for f in report.failures] == ["a@x.example"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        "Final-Recipient: x400; /C=XX/S=Nobody/\nAction: failed\nStatus: 5.1.1",
+        "Final-Recipient: rfc822; not an address\nAction: failed\nStatus: 5.1.1",
+        "Final-Recipient: rfc822; @x.example\nAction: failed\nStatus: 5.1.1",
+        "Final-Recipient: rfc822; a@\nAction: failed\nStatus: 5.1.1",
+        "Final-Recipient: rfc822; a@x.example\nAction: expanded\nStatus: 2.0.0",
+        "Final-Recipient: rfc822; a@x.example\nAction: relayed\nStatus: 2.0.0",
+    ],
+)
+def test_dsn_records_that_yield_no_failure(fields: str) -> None:
+    assert detect(dsn(fields + "\n")).failures == ()
+
+
+def test_a_bounce_with_auto_submitted_is_not_an_autoreply() -> None:
+    report = detect(
+        dsn(
+            "Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1\n",
+            headers="Auto-Submitted: auto-replied\n",
+        )
+    )
+    assert report.detector == "dsn"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Subject: Out of Office: Our May newsletter\n",
+        "Subject: Automatic reply: Our May newsletter\n",
+        "Subject: Abwesenheitsnotiz: Our May newsletter\n",
+        "Subject: =?utf-8?q?R=C3=A9ponse_automatique=3A_hello?=\n",
+        "Subject: John Smith is out of the office.\n",
+        "Subject: Hello\nAuto-Submitted: auto-replied\n",
+        "Subject: Hello\nX-Autoreply: yes\n",
+        "Subject: Hello\nPrecedence: auto_reply\n",
+    ],
+)
+def test_autoreply_signals(headers: str) -> None:
+    raw = f"From: Ann <ann@x.example>\nTo: b+x@bounce.example.com\n{headers}\nAway.\n".encode()
+    report = detect(raw)
+    assert report.detector == "autoreply"
+    assert report.failures == (
+        Failure("ann@x.example", None, "autoreply", report.failures[0].diagnostic, None, None),
+    )
+
+
+def test_autoreply_without_a_usable_sender_has_no_failures() -> None:
+    report = detect(b"From: undisclosed\nSubject: Out of office\n\nAway.\n")
+    assert report == Report((), False, "autoreply", None)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Subject: Hello\nAuto-Submitted: auto-generated\n",  # a notification, not a reply
+        "Subject: Re: your offer\nPrecedence: bulk\n",
+        "Subject: About the office party\n",
+    ],
+)
+def test_not_autoreplies(headers: str) -> None:
+    raw = f"From: ann@x.example\n{headers}\nHi there, 550 <a@x.example> rejected\n".encode()
+    assert detect(raw) == NONE
+
+
+def test_generic_needs_a_bounce_like_sender_or_subject() -> None:
+    body = "\n550 5.1.1 <a@x.example>: no such user\n"
+    assert detect(f"From: ann@x.example\nSubject: hi\n{body}".encode()) == NONE
+    report = detect(f"From: MAILER-DAEMON@x.example\nSubject: hi\n{body}".encode())
+    assert report.detector == "generic"
+    assert [(f.recipient, f.kind, f.status) for f in report.failures] == [
+        ("a@x.example", "hard", "5.1.1")
+    ]
+
+
+def test_generic_ignores_4xx_sender_lines_and_our_own_address() -> None:
+    raw = (
+        b"From: postmaster@x.example\nTo: b+t@bounce.example.com\nSubject: Undeliverable\n\n"
+        b"451 4.3.0 <a@x.example> try later\n"
+        b"553 5.1.8 <news@example.com>: Sender address rejected\n"
+        b"550 5.7.1 <b+t@bounce.example.com> refused\n"
+    )
+    assert detect(raw) == NONE
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\n\n\n",
+        b"\r\n",
+        b"\x00" * 100,
+        bytes(range(256)) * 64,
+        b"garbage without headers",
+        b"Subject: \xff\xfe\xfd\n\n\xff\xfe",
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=X\n\n--X\n",
+        b'Content-Type: multipart/report; boundary="\n\n',
+        b"Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822;\nAction: failed\n",
+        b"Content-Type: multipart/mixed; boundary=A\n\n--A\nContent-Type: text/plain;"
+        b" charset=no-such-charset\nContent-Transfer-Encoding: base64\n\n!!!notbase64\n--A--\n",
+        b"From: =?utf-8?b?invalid?= <\xc3\x28@\xa0\xa1>\nSubject: =?x-bogus?q?=ZZ?=\n\nhi\n",
+    ],
+)
+def test_garbage_gives_nothing(raw: bytes) -> None:
+    assert detect(raw) == NONE
+
+
+def test_non_utf8_bounce_text_is_read() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@x.example\nSubject: failure notice\n"
+        b"Content-Type: text/plain; charset=iso-8859-1\n\n"
+        b"Hi. This is the qmail-send program at x.example.\n\n"
+        b"<m\xfcller@x.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n"
+    )
+    report = detect(raw)
+    assert [(f.recipient, f.status) for f in report.failures] == [
+        ("m\u00fcller@x.example", "5.1.1")
+    ]
+
+
+def test_deep_nesting_does_not_raise() -> None:
+    depth = 5000
+    head = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(depth)
+    )
+    report = detect(b"From: MAILER-DAEMON@x.example\n" + head + b"Content-Type: text/plain\n\nx\n")
+    assert report.failures == ()
+
+
+def test_huge_messages_are_cheap() -> None:
+    hard = fixture_bytes("postfix-dsn-hard.eml")
+    boundary = b"--4VdNqs0k7Mz9sRW.1715674867/relay.example.com--"
+    # A DSN whose returned message carries a large attachment.
+    big_original = hard.replace(boundary, b"x" * 30_000_000 + b"\n" + boundary)
+    # Pathological text: one endless line, thousands of unclosed tags, long runs.
+    nasty = [
+        b"From: MAILER-DAEMON@x.example\nSubject: Undeliverable\n\n" + b"550 " * 2_000_000,
+        b"From: MAILER-DAEMON@x.example\nSubject: Undeliverable\n\n550 " + b"a" * 3_000_000,
+        b"Content-Type: text/html\nFrom: postmaster@x.example\n\n" + b"<script<" * 400_000,
+        b"From: MAILER-DAEMON@x.example\n\nThis is the qmail-send program at " + b"-" * 2_000_000,
+        b"From: MAILER-DAEMON@x.example\n\n" + b"\n" * 2_000_000 + b"-" * 500_000,
+        b"Subject: x\n\nThe following addresses had permanent fatal errors -----\n"
+        + b" " * 2_000_000,
+    ]
+    started = time.monotonic()
+    report = detect(big_original)
+    for raw in nasty:
+        detect(raw)
+    assert time.monotonic() - started < 10
+    assert [f.recipient for f in report.failures] == ["nobody@example.net"]
+
+
+def mutations(raw: bytes, rng: random.Random, count: int) -> list[bytes]:
+    out = [raw[: rng.randrange(len(raw))] for _ in range(count // 2)]
+    for _ in range(count - len(out)):
+        data = bytearray(raw)
+        for _ in range(rng.randrange(1, 20)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        out.append(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TABLE))
+def test_mutated_fixtures_never_raise(name: str) -> None:
+    rng = random.Random(name)
+    for raw in mutations(fixture_bytes(name), rng, 60):
+        report = detect(raw)
+        assert isinstance(report, Report)
+        for failure in report.failures:
+            assert "@" in failure.recipient and failure.recipient == failure.recipient.strip()
