@@ -10,6 +10,7 @@ the first send until every message is in the sink's Maildir/new. Configurations:
   b    our milter, a login with no feature on
   c1   inlinecss on, inliner css-inline (the default)
   c2   inlinecss on, inliner premailer
+  c3   inlinecss (css-inline), trackclicks and trackopens on
 
 Part 2, sessions per second: 20 concurrent sessions of connect, STARTTLS, (AUTH), one
 small message, QUIT; a run's time goes from the first connect until the last QUIT was
@@ -538,6 +539,7 @@ def configs(opts: argparse.Namespace) -> list[Config]:
         Config("b", 1, "milter, no feature", "css", n),
         Config("c1", 1, "inlinecss, css-inline", "css", n),
         Config("c2", 1, "inlinecss, premailer", "premailer", slow),
+        Config("c3", 1, "inlinecss + trackclicks + trackopens", "css", n),
         Config("i", 2, "TLS, no AUTH (baseline)", "css", sessions, login=False, plain=True),
         Config("ii", 2, "TLS + AUTH, cache on", "css", sessions),
         Config("iii", 2, "TLS + AUTH, cache off", "nocache", sessions),
@@ -547,12 +549,13 @@ def configs(opts: argparse.Namespace) -> list[Config]:
 @contextlib.contextmanager
 def benches(opts: argparse.Namespace) -> Iterator[dict[str, Bench]]:
     none, inline = FeatureSet(), FeatureSet(inlinecss=True)
+    everything = FeatureSet(inlinecss=True, trackclicks=True, trackopens=True)
     started: dict[str, Bench] = {}
     try:
         specs: list[tuple[str, dict[str, Any], dict[str, FeatureSet], bool, bool]] = [
             ("plain", {}, {"a": none}, False, False),
             ("css", {"features": {"inliner": "css-inline"}},
-             {"b": none, "c1": inline, "ii": none}, True, True),
+             {"b": none, "c1": inline, "c3": everything, "ii": none}, True, True),
             ("premailer", {"features": {"inliner": "premailer"}}, {"c2": inline}, True, False),
             ("nocache", {"auth": {"cache_ttl": 0}}, {"iii": none}, True, False),
         ]  # fmt: skip
@@ -642,7 +645,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-TARGETS = (("b", 0.9), ("c1", 0.5), ("ii", 0.9))
+TARGETS = (("b", 0.9), ("c1", 0.5), ("c3", 0.4), ("ii", 0.9))
 
 
 def main() -> int:

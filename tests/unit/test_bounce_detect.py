@@ -297,8 +297,21 @@ def test_generic_ignores_4xx_sender_lines_and_our_own_address() -> None:
         b"From: =?utf-8?b?invalid?= <\xc3\x28@\xa0\xa1>\nSubject: =?x-bogus?q?=ZZ?=\n\nhi\n",
     ],
 )
-def test_garbage_gives_nothing(raw: bytes) -> None:
+def test_garbage_gives_nothing(raw: bytes, caplog: pytest.LogCaptureFixture) -> None:
     assert detect(raw) == NONE
+    assert not caplog.records
+
+
+def test_parser_failure_is_caught_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    # The email package recurses once per nesting level; deep enough, it raises
+    # RecursionError, which detect() turns into "nothing found" and a warning.
+    depth = 5000
+    head = b"".join(
+        b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(depth)
+    )
+    report = detect(b"From: MAILER-DAEMON@x.example\n" + head + b"Content-Type: text/plain\n\nx\n")
+    assert report == NONE
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
 def test_non_utf8_bounce_text_is_read() -> None:
@@ -314,13 +327,17 @@ def test_non_utf8_bounce_text_is_read() -> None:
     ]
 
 
-def test_deep_nesting_does_not_raise() -> None:
-    depth = 5000
+def nested(depth: int) -> bytes:
     head = b"".join(
         b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i) for i in range(depth)
     )
-    report = detect(b"From: MAILER-DAEMON@x.example\n" + head + b"Content-Type: text/plain\n\nx\n")
-    assert report.failures == ()
+    leaf = b"Content-Type: text/plain\n\n550 5.1.1 <a@x.example> unknown\n"
+    return b"From: MAILER-DAEMON@x.example\nSubject: Undeliverable\n" + head + leaf
+
+
+def test_nesting_is_walked_to_a_cap() -> None:
+    assert detect(nested(8)).detector == "generic"
+    assert detect(nested(40)) == NONE  # deeper than MAX_DEPTH: not read
 
 
 def test_huge_messages_are_cheap() -> None:
@@ -357,10 +374,33 @@ def mutations(raw: bytes, rng: random.Random, count: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
-def test_mutated_fixtures_never_raise(name: str) -> None:
+def test_mutated_fixtures_never_raise(name: str, caplog: pytest.LogCaptureFixture) -> None:
     rng = random.Random(name)
     for raw in mutations(fixture_bytes(name), rng, 60):
         report = detect(raw)
         assert isinstance(report, Report)
         for failure in report.failures:
             assert "@" in failure.recipient and failure.recipient == failure.recipient.strip()
+    # Not even through detect()'s last-resort handler: the detectors cope on their own.
+    assert not caplog.records
+
+
+def test_postfix_success_report_text_is_not_a_failure() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@gw.example.org (Mail Delivery System)\n"
+        b"Subject: Successful Mail Delivery Report\n\n"
+        b"This is the mail system at host gw.example.org.\n\n"
+        b"Your message was successfully delivered to the destination(s)\nlisted below.\n\n"
+        b"<sam@example.org>: delivery via legacy.example.org[192.0.2.60]:25: 250 2.0.0 Ok\n"
+    )
+    assert detect(raw) == NONE
+
+
+def test_a_recipient_reported_twice_counts_once() -> None:
+    report = detect(
+        dsn(
+            "Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1\n\n"
+            "Final-Recipient: rfc822; a@X.EXAMPLE\nAction: failed\nStatus: 5.2.2\n"
+        )
+    )
+    assert [(f.recipient, f.status) for f in report.failures] == [("a@x.example", "5.1.1")]

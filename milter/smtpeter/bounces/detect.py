@@ -345,8 +345,8 @@ def _parse(raw: bytes) -> _Message:
             )
             for block in _blocks(body)[:1]:
                 for name, value in block:
-                    if name == "message-id" and _message_id(value):
-                        ids.append(_message_id(value) or "")
+                    if name == "message-id" and (mid := _message_id(value)):
+                        ids.append(mid)
         elif ptype == "text/html":
             html.append(_strip_html(_text_of(part)))
         elif part.get_content_maintype() == "text" or part is top:
@@ -367,8 +367,8 @@ def _blocks(text: str) -> list[Block]:
     """Header-style field blocks separated by blank lines; names lowercased,
     folded values unfolded. Lines that are neither fields nor continuations are
     skipped."""
-    blocks: list[Block] = []
-    block: Block = []
+    blocks: list[list[tuple[str, list[str]]]] = []
+    block: list[tuple[str, list[str]]] = []
     for line in text.replace("\r", "").split("\n")[:5000]:
         if not line.strip():
             if block:
@@ -376,15 +376,14 @@ def _blocks(text: str) -> list[Block]:
                 block = []
         elif line[0] in " \t":
             if block:
-                name, value = block[-1]
-                block[-1] = (name, f"{value} {line.strip()}")
+                block[-1][1].append(line.strip())
         else:
             name, sep, value = line.partition(":")
             if sep and name.strip() and " " not in name.strip():
-                block.append((name.strip().lower(), value.strip()))
+                block.append((name.strip().lower(), [value.strip()]))
     if block:
         blocks.append(block)
-    return blocks
+    return [[(name, " ".join(parts).strip()) for name, parts in b] for b in blocks]
 
 
 def _records(blocks: list[Block]) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -525,6 +524,8 @@ def _angle_paragraphs(
             continue
         reason = " ".join([m.group(2), *(line.strip() for line in para[1:])]).strip()
         status = _status_of(reason)
+        if status is not None and status[0] == "2":
+            continue  # a success report (Postfix's "delivery via ...: 250 2.0.0 Ok")
         remote = None
         if remote_rx and (r := re.search(remote_rx, reason)):
             remote = r.group(1)
@@ -573,6 +574,8 @@ def _postfix(msg: _Message) -> list[Failure]:
     )
     if not m:
         return []
+    if re.search(r"successfully delivered|delivery status report", text, re.I):
+        return []  # Postfix's success and trace reports share the greeting
     kind: Kind = "delay" if "THIS IS A WARNING ONLY" in text else "unknown"
     body = _until(text[m.end() :], r"^--- ", r"^Reporting-MTA:", r"^Content-Type:")
     return _angle_paragraphs(body, kind, m.group(1), r"host ([^\s\[]+)\[")
@@ -851,6 +854,14 @@ def _original_id(msg: _Message) -> str | None:
     return m.group(1) if m else None
 
 
+def _unique(failures: list[Failure]) -> tuple[Failure, ...]:
+    """One failure per recipient (the first reported), at most MAX_FAILURES."""
+    seen: dict[str, Failure] = {}
+    for failure in failures:
+        seen.setdefault(failure.recipient, failure)
+    return tuple(seen.values())[:MAX_FAILURES]
+
+
 def _detect(raw: bytes) -> Report:
     if not raw or not raw.strip():
         return NOTHING
@@ -858,17 +869,17 @@ def _detect(raw: bytes) -> Report:
     original = _original_id(msg)
     failures = _dsn(msg)
     if failures is not None:
-        return Report(tuple(failures[:MAX_FAILURES]), msg.is_report, "dsn", original)
+        return Report(_unique(failures), msg.is_report, "dsn", original)
     for name, detector in TEXT_DETECTORS:
         found = detector(msg)
         if found:
-            return Report(tuple(found[:MAX_FAILURES]), msg.is_report, name, original)
+            return Report(_unique(found), msg.is_report, name, original)
     bounce = _looks_like_bounce(msg)
     if not bounce and _is_autoreply(msg):
         in_reply_to = _message_id(msg.header("in-reply-to"))
-        return Report(tuple(_autoreply(msg)), False, "autoreply", in_reply_to or original)
+        return Report(_unique(_autoreply(msg)), False, "autoreply", in_reply_to or original)
     if bounce:
         found = _generic(msg)
         if found:
-            return Report(tuple(found[:MAX_FAILURES]), msg.is_report, "generic", original)
+            return Report(_unique(found), msg.is_report, "generic", original)
     return NOTHING
