@@ -98,6 +98,16 @@ def render_relay(relay: RelaySettings) -> tuple[str, str]:
     return _fill("relay-main.cf.in", values), master
 
 
+def render_addon(relay: RelaySettings) -> str:
+    """The master.cf entries of addon mode: submission with our SASL, plus bounces."""
+    values = {k: str(v) for k, v in asdict(relay).items()}
+    values["chroot"] = "y" if relay.chroot else "n"
+    master = _fill("addon-master.cf.in", values)
+    if relay.bounce_domain:
+        master += "\n" + _fill("bounces-master.cf.in", values)
+    return master
+
+
 def render_instance(relay: RelaySettings, instance: InstanceSettings) -> dict[str, str]:
     """Complete main.cf and master.cf for a private Postfix instance running the relay."""
     main, master = render_relay(relay)
