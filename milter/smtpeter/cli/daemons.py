@@ -78,6 +78,50 @@ def run_bounce(args: argparse.Namespace, cfg: Config) -> int:
     return outcome.status
 
 
+def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
+    """`smtpeter postfix setup`: print what changes, where the backup is, how to undo."""
+    from pathlib import Path
+
+    from smtpeter.cli import exits
+    from smtpeter.postfix.configure import SetupError, setup, undo
+
+    config_dir = Path(args.postfix_dir)
+    try:
+        if args.undo:
+            restored = undo(config_dir, reload=not args.no_reload)
+            print(f"restored main.cf and master.cf from {restored}")
+            return exits.OK
+        if args.mode is None:
+            print("smtpeter: postfix setup: --mode relay or --mode addon is required",
+                  file=sys.stderr)  # fmt: skip
+            return exits.USAGE
+        result = setup(
+            cfg,
+            args.mode,
+            config_dir=config_dir,
+            dry_run=args.dry_run,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            reload=not args.no_reload,
+        )
+    except SetupError as e:
+        print(f"smtpeter: postfix setup: {e}", file=sys.stderr)
+        return exits.CONFIG
+    for warning in result.warnings:
+        print(warning, file=sys.stderr)
+    if not result.changed:
+        print(f"Postfix in {config_dir} is already set up ({args.mode}); nothing changed.")
+        return exits.OK
+    print(result.diff, end="")
+    if args.dry_run:
+        print("(dry run: nothing changed)")
+        return exits.OK
+    print(f"\nPostfix in {config_dir} set up ({args.mode}); `postfix check` passed.")
+    print(f"Backup of the previous main.cf and master.cf: {result.backup}")
+    print("To restore the configuration from before smtpeter: smtpeter postfix setup --undo")
+    return exits.OK
+
+
 def run_sink(host: str, port: int, maildir: str, reject: str | None, defer: str | None) -> int:
     from smtpeter.local.sink import serve
 

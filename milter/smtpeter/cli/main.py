@@ -67,6 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("action", choices=["check", "show"])
     local.add_parser(sub)
+    pf = sub.add_parser(
+        "postfix",
+        help="set up the system Postfix for smtpeter",
+        description="Set up the system Postfix to serve the SMTP API.",
+    )
+    pfsub = pf.add_subparsers(dest="postfix_command", metavar="COMMAND", required=True)
+    setup = pfsub.add_parser(
+        "setup",
+        help="apply smtpeter's settings to main.cf and master.cf",
+        description="relay: ports 25 and 587 require STARTTLS and AUTH, every message "
+        "passes the milter. addon: port 25 keeps receiving mail as before (the milter only "
+        "strips x-smtpeter-* headers there); submission on 587 gets SASL and the features. "
+        "Idempotent; backs up main.cf and master.cf first; checks with `postfix check` and "
+        "reloads Postfix.",
+    )
+    setup.add_argument("--mode", choices=["relay", "addon"], help="required unless --undo")
+    setup.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    setup.add_argument("--undo", action="store_true", help="restore the backup of the first setup")
+    setup.add_argument("--tls-cert", help="certificate file (default: Postfix's, else snakeoil)")
+    setup.add_argument("--tls-key", help="its private key")
+    setup.add_argument("--postfix-dir", default="/etc/postfix", help="Postfix's config directory")
+    setup.add_argument("--no-reload", action="store_true", help="do not reload Postfix")
     return parser
 
 
@@ -96,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return events.run_stats(args, cfg)
         if args.command == "keys":
             return events.run_keys(args, cfg)
+        if args.command == "postfix":
+            return daemons.run_postfix_setup(args, cfg)
         if args.command == "config":
             if args.action == "show":
                 print(configmod.to_yaml(cfg), end="")
