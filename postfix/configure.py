@@ -141,6 +141,7 @@ def plan_setup(
     *,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    dkim: Dkim | None = None,
 ) -> Plan:
     plan = Plan()
     queue_dir = _postconf(config_dir, "-h", "queue_directory").strip()
@@ -160,16 +161,27 @@ def plan_setup(
         reinject_listen=f"{cfg.bounces.reinject_host}:{cfg.bounces.reinject_port}",
     )
     ours = f"{{ {postfix_milter_address(milter)}, default_action=tempfail }}"
+    signer = (
+        f"{{ unix:{_chroot_relative(str(dkim.socket(queue_dir)), queue_dir)},"
+        " default_action=tempfail }"
+        if dkim is not None
+        else None
+    )
     if mode == "relay":
         main_text, master_text = render_relay(relay)
         plan.main = parse_main(main_text)
         plan.master = parse_master(master_text)
+        if signer is not None:
+            # After ours: OpenDKIM signs the message as our milter left it.
+            plan.main["smtpd_milters"] = f"{ours}, {signer}"
         return plan
     # addon: port 25 as it was, our milter added to the milters already there.
     current = parse_main(_postconf(config_dir, "-n"))
     milters = current.get("smtpd_milters", "")
     if postfix_milter_address(milter) not in milters:
         milters = f"{ours}, {milters}" if milters else ours
+    if signer is not None and "opendkim/opendkim.sock" not in milters:
+        milters = f"{milters}, {signer}"
     plan.main["smtpd_milters"] = milters
     if cfg.bounces.domain:
         domains = current.get("relay_domains", "")
@@ -182,6 +194,74 @@ def plan_setup(
         plan.main["smtpeter-bounce_destination_recipient_limit"] = "1"
     plan.master = parse_master(render_addon(relay))
     return plan
+
+
+@dataclass(frozen=True)
+class Dkim:
+    """DKIM signing by OpenDKIM (Debian's package), placed after our milter so that
+    it signs the message as rewritten."""
+
+    domain: str
+    selector: str
+    conf: Path = Path("/etc/opendkim.conf")
+    keys_dir: Path = Path("/etc/opendkim/keys")
+
+    @property
+    def key_file(self) -> Path:
+        return self.keys_dir / self.domain / f"{self.selector}.private"
+
+    @property
+    def dns_file(self) -> Path:
+        return self.keys_dir / self.domain / f"{self.selector}.txt"
+
+    def socket(self, queue_dir: str) -> Path:
+        return Path(queue_dir) / "opendkim" / "opendkim.sock"
+
+
+_DKIM_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+
+def prepare_dkim(dkim: Dkim, queue_dir: str) -> str:
+    """Make the key if missing, point opendkim.conf at it and at a socket inside
+    Postfix's chroot; returns the DNS TXT record to publish."""
+    for value, what in ((dkim.domain, "--dkim-domain"), (dkim.selector, "--dkim-selector")):
+        if not _DKIM_NAME.match(value):
+            raise SetupError(f"{what}: {value!r} is not a valid DNS name")
+    if shutil.which("opendkim") is None or shutil.which("opendkim-genkey") is None:
+        raise SetupError("DKIM needs OpenDKIM: apt-get install opendkim opendkim-tools")
+    if not dkim.key_file.exists():
+        dkim.key_file.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["opendkim-genkey", "-b", "2048", "-d", dkim.domain, "-s", dkim.selector,
+             "-D", str(dkim.key_file.parent)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    shutil.chown(dkim.key_file, "opendkim", "opendkim")
+    dkim.key_file.chmod(0o600)
+    socket_dir = dkim.socket(queue_dir).parent
+    socket_dir.mkdir(exist_ok=True)
+    shutil.chown(socket_dir, "opendkim", "postfix")
+    socket_dir.chmod(0o750)
+    settings = {
+        "Domain": dkim.domain,
+        "Selector": dkim.selector,
+        "KeyFile": str(dkim.key_file),
+        "Socket": f"local:{dkim.socket(queue_dir)}",
+        "Mode": "s",
+        # The socket directory (group postfix, 0750) is the access control.
+        "UMask": "000",
+    }
+    lines = dkim.conf.read_text().splitlines() if dkim.conf.exists() else []
+    out: list[str] = []
+    for line in lines:
+        name = line.split(None, 1)[0] if line.strip() and not line.startswith("#") else None
+        if name in settings:
+            out.append(f"{name}\t\t\t{settings.pop(name)}")
+        else:
+            out.append(line)
+    out += [f"{name}\t\t\t{value}" for name, value in settings.items()]
+    dkim.conf.write_text("\n".join(out) + "\n")
+    return " ".join(dkim.dns_file.read_text().split())
 
 
 def _apply_to(directory: Path, plan: Plan) -> None:
@@ -203,6 +283,7 @@ class Result:
     diff: str
     backup: Path | None
     warnings: list[str]
+    dns_record: str | None = None
 
 
 def setup(
@@ -214,8 +295,13 @@ def setup(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     reload: bool = True,
+    dkim: Dkim | None = None,
 ) -> Result:
-    plan = plan_setup(cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key)
+    plan = plan_setup(cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key, dkim=dkim)
+    dns_record = None
+    if dkim is not None and not dry_run:
+        queue_dir = _postconf(config_dir, "-h", "queue_directory").strip()
+        dns_record = prepare_dkim(dkim, queue_dir)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in ("main.cf", "master.cf"):
@@ -227,7 +313,7 @@ def setup(
         _apply_to(work, plan)
         diff = "".join(_diff(config_dir / n, work / n, n) for n in ("main.cf", "master.cf"))
         if not diff:
-            return Result(False, "", None, plan.warnings)
+            return Result(False, "", None, plan.warnings, dns_record)
         if dry_run:
             return Result(True, diff, None, plan.warnings)
         backup = _backup(config_dir, mode)
@@ -243,7 +329,7 @@ def setup(
         )
     if reload:
         _reload(config_dir)
-    return Result(True, diff, backup, plan.warnings)
+    return Result(True, diff, backup, plan.warnings, dns_record)
 
 
 def _state_file(config_dir: Path) -> Path:

@@ -83,7 +83,7 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
     from pathlib import Path
 
     from smtpeter.cli import exits
-    from smtpeter.postfix.configure import SetupError, setup, undo
+    from smtpeter.postfix.configure import Dkim, SetupError, setup, undo
 
     config_dir = Path(args.postfix_dir)
     try:
@@ -91,6 +91,13 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
             restored = undo(config_dir, reload=not args.no_reload)
             print(f"restored main.cf and master.cf from {restored}")
             return exits.OK
+        dkim = None
+        if args.dkim_domain or args.dkim_selector:
+            if not (args.dkim_domain and args.dkim_selector):
+                print("smtpeter: postfix setup: give both --dkim-domain and --dkim-selector",
+                      file=sys.stderr)  # fmt: skip
+                return exits.USAGE
+            dkim = Dkim(args.dkim_domain, args.dkim_selector)
         if args.mode is None:
             print("smtpeter: postfix setup: --mode relay or --mode addon is required",
                   file=sys.stderr)  # fmt: skip
@@ -103,12 +110,15 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
             reload=not args.no_reload,
+            dkim=dkim,
         )
     except SetupError as e:
         print(f"smtpeter: postfix setup: {e}", file=sys.stderr)
         return exits.CONFIG
     for warning in result.warnings:
         print(warning, file=sys.stderr)
+    if result.dns_record:
+        print(f"DKIM: publish this TXT record, then restart opendkim:\n  {result.dns_record}")
     if not result.changed:
         print(f"Postfix in {config_dir} is already set up ({args.mode}); nothing changed.")
         return exits.OK

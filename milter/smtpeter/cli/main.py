@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--tls-key", help="its private key")
     setup.add_argument("--postfix-dir", default="/etc/postfix", help="Postfix's config directory")
     setup.add_argument("--no-reload", action="store_true", help="do not reload Postfix")
+    setup.add_argument("--dkim-domain", help="sign with OpenDKIM after our milter, for domain D")
+    setup.add_argument("--dkim-selector", help="DKIM selector (key made if missing)")
     return parser
 
 
