@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import smtplib
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from email.message import EmailMessage
@@ -100,3 +103,13 @@ def parse(data: bytes) -> email.message.EmailMessage:
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(msg, email.message.EmailMessage)
     return msg
+
+
+def events(stack: LocalStack, *args: str) -> list[dict[str, object]]:
+    """`smtpeter events --json ARGS` against the stack, as a sysadmin runs it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpeter", "--config", str(stack.config_file), "events",
+         "--json", *args],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [json.loads(line) for line in result.stdout.splitlines()]

@@ -4,7 +4,6 @@ trackbounces; the DSN comes back to the signed return path, the bounce processor
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from smtpeter.local.stack import BOUNCE_DOMAIN, LocalStack
 from smtpeter.store import Store
 from smtpeter.tracker.keys import KeyRing
 from tests.e2e.conftest import MakeLogin
-from tests.e2e.smtp import connect, find_delivered, parse, send, simple
+from tests.e2e.smtp import connect, events, find_delivered, parse, send, simple
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +30,6 @@ DSN = (
     b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
     b"--b1--\r\n"
 )
-
-
-def events(stack: LocalStack, *args: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "smtpeter", "--config", str(stack.config_file), "events",
-         "--json", *args],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def wait_events(stack: LocalStack, *args: str, timeout: float = 30) -> list[dict[str, object]]:

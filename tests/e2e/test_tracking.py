@@ -17,7 +17,7 @@ from smtpeter.features.trackclicks import track_links
 from smtpeter.local.stack import LocalStack
 from tests import mimedata
 from tests.e2e.conftest import MakeLogin
-from tests.e2e.smtp import find_delivered, parse, send, simple
+from tests.e2e.smtp import events, find_delivered, parse, send, simple
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +51,6 @@ def get(url: str, method: str = "GET") -> http.client.HTTPResponse:
     response.read()
     conn.close()
     return response
-
-
-def events(stack: LocalStack, *args: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [sys.executable, "-m", "smtpeter", "--config", str(stack.config_file), "events",
-         "--json", *args],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def wait_events(stack: LocalStack, count: int, *args: str) -> list[dict[str, object]]:

@@ -13,14 +13,12 @@ import grp
 import importlib
 import logging
 import os
-import signal
-import time
-from types import FrameType
 from typing import Any
 
 import Milter
 
 from smtpeter.config import Config
+from smtpeter.prefork import supervise
 from smtpeter.relay.milter import RelayContext, RelayMilter
 
 # pymilter's C module is called "milter", the name of our source folder too; loading it
@@ -106,52 +104,7 @@ def run(config: Config) -> int:
     RelayContext.create(config).store.close()
     log.info("listening on %s with %d workers", config.milter.socket, workers)
 
-    stopping = False
-    children: dict[int, float] = {}
-
-    def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 1
-            try:
-                code = _worker(config)
-            finally:
-                os._exit(code)
-        children[pid] = time.monotonic()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(children))
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for _ in range(workers):
-        spawn()
-    status = 0
-    while children:
-        try:
-            pid, wstatus = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        started = children.pop(pid, None)
-        if started is None:
-            continue
-        if stopping:
-            continue
-        code = os.waitstatus_to_exitcode(wstatus)
-        log.error("worker %d exited with status %d; starting a new one", pid, code)
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)  # do not spin on a worker that dies at once
-        spawn()
+    status = supervise(workers, lambda: _worker(config), log)
     path = _unix_path(config.milter.socket)
     if path is not None:
         with contextlib.suppress(FileNotFoundError):

@@ -15,13 +15,13 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 import uvicorn
 
 from smtpeter.config import Config
+from smtpeter.prefork import supervise
 from smtpeter.store import StoreError, open_store
 from smtpeter.tracker.app import ASGIApp, TrackerApp
 from smtpeter.tracker.keys import KeyRing
@@ -146,57 +146,7 @@ def run_workers(sock: socket.socket, workers: int, make_app: AppFactory) -> int:
     until SIGTERM or SIGINT; returns an exit status. (The benchmark serves its baseline
     with this too, so both run on the very same server.)"""
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    stopping = False
-    children: dict[int, float] = {}
-
-    def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                code = _worker(make_app, sock)
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = time.monotonic()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if not stopping:
-            log.info("%s: stopping %d workers", signal.Signals(signum).name, len(children))
-        else:
-            log.info("%s again: stopping the workers at once", signal.Signals(signum).name)
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for _ in range(workers):
-        spawn()
-    status = 0
-    while children:
-        try:
-            pid, wstatus = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        started = children.pop(pid, None)
-        if started is None:
-            continue
-        code = os.waitstatus_to_exitcode(wstatus)
-        if stopping:
-            if code != 0:
-                status = 1
-            continue
-        log.error("worker %d exited with status %d; starting a new one", pid, code)
-        if time.monotonic() - started < 1.0:
-            time.sleep(1.0)  # do not spin on a worker that dies at once
-        spawn()
+    status = supervise(workers, lambda: _worker(make_app, sock), log)
     sock.close()
     log.info("stopped")
     return status

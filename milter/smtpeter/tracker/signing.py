@@ -90,6 +90,15 @@ class Signer:
         signed = f"{self._current.kid}.{payload}"
         return f"{signed}.{_b64(self._mac(self._current, signed))}"
 
+    def _usable_key(self, kid: str, now: float) -> SigningKey | None:
+        """The key with this id, unless it was retired longer ago than the retention."""
+        key = self._keys.get(kid)
+        if key is None or (
+            key.retired_at is not None and now > key.retired_at + self.key_retention
+        ):
+            return None
+        return key
+
     def sign_return_path(self, message_uid: str) -> str:
         """The token of a VERP return path's local part (lowercase; ~45 characters)."""
         if self._current is None:
@@ -108,11 +117,9 @@ class Signer:
         if len(parts) != 4 or not all(p.isascii() for p in parts):
             return None
         uid, day_hex, kid, mac = parts
-        key = self._keys.get(kid)
-        if key is None:
-            return None
         now = self._clock()
-        if key.retired_at is not None and now > key.retired_at + self.key_retention:
+        key = self._usable_key(kid, now)
+        if key is None:
             return None
         expected = self._return_path_mac(key, f"{uid}.{day_hex}.{kid}")
         if not hmac.compare_digest(mac, expected):
@@ -131,11 +138,9 @@ class Signer:
         if len(parts) != 3:
             return None
         kid, payload, mac = parts
-        key = self._keys.get(kid)
-        if key is None:
-            return None
         now = self._clock()
-        if key.retired_at is not None and now > key.retired_at + self.key_retention:
+        key = self._usable_key(kid, now)
+        if key is None:
             return None
         try:
             given = _unb64(mac)
