@@ -301,6 +301,7 @@ def test_auth_daemon_down_gives_454(own_stack: LocalStack) -> None:
     # The smtpd process that served this session keeps its connection to the auth
     # daemon and serves the next session too.
     send(stack, user, password, simple("warm up"))
+    time.sleep(1)  # that smtpd is idle again, so it takes the next connection
     stack.stop_component("authd")
     try:
         with connect(stack, stack.ports.submission) as client:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -148,3 +152,30 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("login", "authd", "milter", "local", "config"):
         assert command in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_store_created_by_root_belongs_to_the_service_user() -> None:
+    """Root running `smtpeter login create` before the daemons ever started must not
+    lock the daemons (user smtpeter) out of their store."""
+    try:
+        service = pwd.getpwnam("smtpeter")
+    except KeyError:
+        pytest.skip("no user smtpeter (scripts/bootstrap makes it)")
+    # Not pytest's tmp_path: its parent is 0700, out of the service user's reach.
+    tmp_path = Path(tempfile.mkdtemp(prefix="smtpeter-owner-"))
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, service.pw_uid, service.pw_gid)
+    tmp_path.chmod(0o755)
+    conf = tmp_path / "smtpeter.yaml"
+    conf.write_text(f"store:\n  sqlite_path: {data / 'smtpeter.db'}\n")
+    assert run(conf, "login", "create", "owned").returncode == 0
+    assert (data / "smtpeter.db").stat().st_uid == service.pw_uid
+    as_service = subprocess.run(
+        ["runuser", "-u", "smtpeter", "--", sys.executable, "-m", "smtpeter",
+         "--config", str(conf), "login", "disable", "owned"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert as_service.returncode == 0, as_service.stderr
+    shutil.rmtree(tmp_path)

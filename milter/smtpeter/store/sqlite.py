@@ -82,8 +82,22 @@ class SQLiteStore:
                 os.makedirs(directory, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create store directory {directory}: {e.strerror}") from e
+        new = create and not os.path.exists(path)
         with self._use("open") as conn:
             self._migrate(conn)
+        if new:
+            self._give_to_directory_owner()
+
+    def _give_to_directory_owner(self) -> None:
+        """A database that root creates (e.g. `smtpeter login create` run before the
+        daemons ever started) belongs to the owner of its directory, the service user:
+        otherwise the daemons could not write it. SQLite then gives the -wal and -shm
+        files it creates as root to the database file's owner too."""
+        if os.geteuid() != 0:
+            return
+        info = os.stat(os.path.dirname(os.path.abspath(self.path)))
+        if info.st_uid != 0:
+            os.chown(self.path, info.st_uid, info.st_gid)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
