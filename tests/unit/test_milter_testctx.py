@@ -263,3 +263,32 @@ def test_trackbounces_without_a_bounce_domain_keeps_the_sender(relay: RelayConte
     rc, ctx = feed(message("x-smtpeter-trackbounces: true"), login="plain")
     assert rc == Milter.ACCEPT
     assert ctx._sender == "<a@example.com>"
+
+
+def _alternative(text: str, html: str) -> bytes:
+    return (
+        "From: a@example.com\r\nTo: b@example.org\r\nSubject: t\r\n"
+        "X-SMTPeter-TrackClicks: true\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n"
+        "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("track_plain_text", [False, True])
+def test_plain_text_links_only_when_configured(relay: RelayContext, track_plain_text: bool) -> None:
+    relay.config = dataclasses.replace(
+        relay.config,
+        features=dataclasses.replace(relay.config.features, track_plain_text=track_plain_text),
+    )
+    relay.pipeline = Pipeline(relay.config, KeyRing.from_config(relay.store, relay.config.tracker))
+    text = "Read it online: https://news.example.com/web/42 today."
+    rc, ctx = feed(_alternative(text, LINKS), login="plain")
+    assert rc == Milter.ACCEPT and ctx._bodyreplaced
+    body = ctx._body.getvalue().split(b"\n\n", 1)[1]
+    plain = body.split(b"--b")[1]
+    if track_plain_text:
+        assert b"https://news.example.com/web/42" not in plain
+        assert relay.config.tracker.base_url.encode() + b"/c/" in plain
+    else:
+        assert text.encode() in plain  # byte for byte
