@@ -144,6 +144,11 @@ def plan_setup(
     dkim: Dkim | None = None,
 ) -> Plan:
     plan = Plan()
+    if not (config_dir / "main.cf").exists():
+        raise SetupError(
+            f"no {config_dir / 'main.cf'}: configure Postfix first "
+            "(dpkg-reconfigure postfix, e.g. as an Internet site)"
+        )
     queue_dir = _postconf(config_dir, "-h", "queue_directory").strip()
     cert, key = _tls(config_dir, tls_cert, tls_key, plan)
     milter_path = cfg.milter.socket.split(":", 1)[1]

@@ -5,6 +5,7 @@ Builds the package twice (0.1.0 and 0.1.1, for the upgrade), installs it, runs
 sends through the system Postfix with STARTTLS and AUTH, upgrades, removes and
 purges. This changes the machine's Postfix, so it runs only where that is wanted:
 in CI (scripts/test sets SMTPETER_PACKAGE_TESTS=1 there) or when asked to.
+SMTPETER_REUSE_DEBS=1 reuses the packages already in dist/ instead of building.
 
 systemd does not run here, so the daemons are started as their units start them:
 as user smtpeter with the supplementary group postfix.
@@ -23,6 +24,7 @@ import shutil
 import smtplib
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -85,6 +87,7 @@ class System:
         self.maildir = work / "Maildir"
         self.sink_port = 2626
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sink: subprocess.Popen[bytes] | None = None
 
     def start_daemons(self) -> None:
         for name in ("authd", "milter", "tracker"):
@@ -113,8 +116,10 @@ class System:
 
     def start_sink(self) -> None:
         log = open(self.work / "sink.log", "ab")  # noqa: SIM115
-        self.procs["sink"] = subprocess.Popen(
-            [SMTPETER, "sink", "--port", str(self.sink_port), "--maildir", str(self.maildir)],
+        self.sink = subprocess.Popen(
+            # From the test's own environment: it must outlive the package's removal.
+            [sys.executable, "-m", "smtpeter", "sink", "--port", str(self.sink_port),
+             "--maildir", str(self.maildir)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -137,8 +142,9 @@ class System:
 def system() -> Iterator[System]:
     if os.geteuid() != 0:
         pytest.fail("the package test installs a package: run as root")
+    reuse = os.environ.get("SMTPETER_REUSE_DEBS") == "1"  # to iterate on this test
     for version in ("0.1.0", "0.1.1"):
-        if not list(DIST.glob(f"smtpeter_{version}-1_*.deb")):
+        if not (reuse and list(DIST.glob(f"smtpeter_{version}-1_*.deb"))):
             sh("bash", str(ROOT / "packaging" / "build-deb"), "--version", version,
                "--untracked", timeout=1200)  # fmt: skip
     apt_install("opendkim", "opendkim-tools", "ssl-cert")
@@ -146,7 +152,11 @@ def system() -> Iterator[System]:
     work.chmod(0o755)
     s = System(work)
     # The system Postfix: loopback only, its own log file, everything relayed to the
-    # sink (nothing leaves the machine).
+    # sink (nothing leaves the machine). Debian's postinst writes main.cf unless
+    # Postfix was installed unconfigured, as scripts/bootstrap does.
+    main_cf = Path("/etc/postfix/main.cf")
+    if not main_cf.exists():
+        shutil.copy("/usr/share/postfix/main.cf.debian", main_cf)
     sh("postconf", "-e", "inet_interfaces=127.0.0.1", "inet_protocols=ipv4",
        "myhostname=relay.smtpeter.test", "mydestination=",
        f"relayhost=[127.0.0.1]:{s.sink_port}", "smtp_tls_security_level=none",
@@ -156,6 +166,8 @@ def system() -> Iterator[System]:
         yield s
     finally:
         s.stop_daemons()
+        if s.sink is not None:
+            s.sink.terminate()
         sh("postfix", "stop", check=False)
         sh("pkill", "-x", "opendkim", check=False)
         sh("apt-get", "purge", "-y", "smtpeter", check=False)
