@@ -55,6 +55,13 @@ def bounce_cli(
     )  # fmt: skip
 
 
+def message_uid(store: Store, mark: str) -> str:
+    """The uid the milter gave the message sent with this marker."""
+    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
+    assert record.uid is not None
+    return record.uid
+
+
 def return_path_for(stack: LocalStack, store: Store, uid: str) -> str:
     signer = KeyRing.from_config(store, stack.config().tracker).signer()
     return f"b+{signer.sign_return_path(uid)}@{BOUNCE_DOMAIN}"
@@ -97,9 +104,8 @@ def test_bounce_from_a_remote_mta_over_smtp(
     bounce domain only, recorded, forwarded."""
     user, password = make_login(trackbounces=True)
     mark = send(stack, user, password, simple("remote"), sender="owner2@example.com")
-    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
-    assert record.uid is not None
-    return_path = return_path_for(stack, store, record.uid)
+    uid = message_uid(store, mark)
+    return_path = return_path_for(stack, store, uid)
     with connect(stack, stack.ports.smtp) as client:
         assert client.mail("<>")[0] == 250
         assert client.rcpt(return_path.upper())[0] == 250  # case changed on the way back
@@ -114,9 +120,8 @@ def test_tampered_return_path_is_dropped_without_backscatter(
 ) -> None:
     user, password = make_login(trackbounces=True)
     mark = send(stack, user, password, simple("tampered"), sender="owner3@example.com")
-    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
-    assert record.uid is not None
-    good = return_path_for(stack, store, record.uid)
+    uid = message_uid(store, mark)
+    good = return_path_for(stack, store, uid)
     local, domain = good.split("@")
     bad = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain
     result = bounce_cli(stack, bad, DSN)
@@ -136,9 +141,8 @@ def test_empty_and_garbage_input_never_fail_permanently(
 ) -> None:
     user, password = make_login(trackbounces=True)
     mark = send(stack, user, password, simple("garbage"), sender="")  # null sender: no forward
-    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
-    assert record.uid is not None
-    result = bounce_cli(stack, return_path_for(stack, store, record.uid), data)
+    uid = message_uid(store, mark)
+    result = bounce_cli(stack, return_path_for(stack, store, uid), data)
     assert result.returncode == 0, result.stderr
     assert events(stack, "--login", user, "--type", "bounce") == []
 
@@ -148,9 +152,8 @@ def test_store_outage_is_a_temporary_failure(
 ) -> None:
     user, password = make_login(trackbounces=True)
     mark = send(stack, user, password, simple("outage"), sender="")
-    [record] = [m for m in store.messages(limit=50) if m.message_id == f"<{mark}@test.example>"]
-    assert record.uid is not None
-    return_path = return_path_for(stack, store, record.uid)
+    uid = message_uid(store, mark)
+    return_path = return_path_for(stack, store, uid)
     with sqlite3.connect(store.path) as conn:
         conn.execute("ALTER TABLE events RENAME TO events_away")
     try:
