@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,19 @@ def add_parser(sub: Any) -> None:
     )
 
 
+def _command() -> str:
+    """How to call smtpeter here: by name if it is on PATH, else by its full path."""
+    mine = Path(sys.executable).parent / "smtpeter"
+    found = shutil.which("smtpeter")
+    if found and Path(found).resolve() == mine.resolve():
+        return "smtpeter"
+    return shlex.quote(str(mine)) if mine.exists() else "smtpeter"
+
+
 def _describe(stack: LocalStack, password: str | None) -> str:
     p = stack.ports
     cfg = shlex.quote(str(stack.config_file))
+    smtpeter = _command()
     lines = [
         "  Host:       127.0.0.1",
         f"  Ports:      {p.smtp} (as 25) and {p.submission} (as 587); STARTTLS required",
@@ -89,10 +100,10 @@ def _describe(stack: LocalStack, password: str | None) -> str:
         "        --from you@example.com --to someone@example.com \\",
         "        --header 'x-smtpeter-trackclicks: false'",
         "Manage logins, see opens and clicks:",
-        f"  smtpeter --config {cfg} login list",
-        f"  smtpeter --config {cfg} events",
+        f"  {smtpeter} --config {cfg} login list",
+        f"  {smtpeter} --config {cfg} events",
         "Stop it:",
-        f"  smtpeter local down --dir {shlex.quote(str(stack.root))}"
+        f"  {smtpeter} local down --dir {shlex.quote(str(stack.root))}"
         "   (or: bash scripts/local-stack down)",
     ]
     return "\n".join(lines)
