@@ -369,3 +369,52 @@ def test_concurrent_sessions_are_all_delivered(stack: LocalStack, make_login: Ma
         marks = [m for batch in pool.map(session, range(20)) for m in batch]
     for mark in marks:
         assert 'style="' in _html_of(find_delivered(stack, mark))
+
+
+ODD_MESSAGES = {
+    "no-mime": b"Subject: plain\r\n\r\nJust text, no MIME at all.\r\n",
+    "empty-body": b"Subject: empty\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n",
+    "latin1-8bit-no-charset": (
+        b"Subject: 8bit\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n<p style='x'>caf\xe9</p>\r\n"
+    ),
+    "unknown-charset": (
+        b"Subject: odd\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=x-no-such\r\n\r\n"
+        b"<html><head><style>p{color:red}</style></head><body><p>x</p></body></html>\r\n"
+    ),
+    "long-line": (
+        b"Subject: long\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<html><head><style>td{color:red}</style></head><body><table><tr>"
+        + b"<td>cell</td>" * 400
+        + b"</tr></table></body></html>\r\n"
+    ),
+    "broken-multipart": (
+        b'Subject: broken\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="x"\r\n'
+        b"\r\n--x\r\nContent-Type: text/html\r\n\r\n<p>never closed</p>\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(ODD_MESSAGES) + sorted(p.name for p in (mimedata.DATA_DIR / "bounces").glob("*.eml")),
+)
+def test_real_and_odd_messages_pass_with_every_feature_on(
+    stack: LocalStack, make_login: MakeLogin, name: str
+) -> None:
+    """Mail in general, not only our fixtures: every message is delivered, keeps its
+    MIME structure and attachments, and has no line over 998 characters."""
+    user, password = make_login(inlinecss=True, trackclicks=True, trackopens=True)
+    if name in ODD_MESSAGES:
+        raw = ODD_MESSAGES[name]
+    else:
+        raw = (mimedata.DATA_DIR / "bounces" / name).read_bytes()
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    mark = send(stack, user, password, raw)
+    data = find_delivered(stack, mark)
+    assert max(len(line) for line in data.split(b"\n")) <= 998
+    sent, got = parse(raw), parse(data)
+    assert [p.get_content_type() for p in sent.walk()] == [p.get_content_type() for p in got.walk()]
+    for want, have in zip(sent.walk(), got.walk(), strict=True):
+        if not want.is_multipart() and want.get_content_maintype() not in ("text",):
+            assert have.get_payload(decode=True) == want.get_payload(decode=True)
