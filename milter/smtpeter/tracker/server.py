@@ -116,6 +116,8 @@ def _worker(make_app: AppFactory, sock: socket.socket) -> int:
 def run_tracker(cfg: Config) -> int:
     """Run the tracker in the foreground; returns an exit status."""
     t = cfg.tracker
+    if not t.access_log:
+        logging.getLogger("smtpeter.tracker.access").setLevel(logging.WARNING)
     try:
         sock = listen(t.listen_host, t.listen_port)
     except OSError as e:
