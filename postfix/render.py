@@ -57,6 +57,8 @@ class RelaySettings:
     smtp_listen: str = "smtp"
     submission_listen: str = "submission"
     chroot: bool = True
+    # smtpd processes per listener ("-": Postfix's default_process_limit).
+    maxproc: str = "-"
     # Bounce tracking: the domain of signed return paths (None: off), the command
     # Postfix's pipe runs for each bounce and as whom, and the loopback listener
     # forwarded bounces are handed back through.

@@ -30,7 +30,7 @@ def _require_root_and_postfix() -> None:
         pytest.fail("postfix is not installed: run scripts/bootstrap")
 
 
-def _stack() -> Iterator[LocalStack]:
+def _stack(max_smtpd: int | None = None) -> Iterator[LocalStack]:
     _require_root_and_postfix()
     # Not under pytest's tmp_path: that is mode 0700 and Postfix's smtpd (user
     # postfix) must reach the sockets inside.
@@ -51,6 +51,7 @@ def _stack() -> Iterator[LocalStack]:
         # A 4xx ends delivery at once (as if the queue lifetime had run out), so
         # the tests see Postfix's own DSN for it without waiting days.
         extra_main="maximal_queue_lifetime = 0\nbounce_queue_lifetime = 0",
+        max_smtpd=max_smtpd,
     )
     try:
         s.start()
@@ -70,8 +71,9 @@ def stack() -> Iterator[LocalStack]:
 
 @pytest.fixture
 def own_stack() -> Iterator[LocalStack]:
-    """A stack of its own, for tests whose outage would disturb the others."""
-    yield from _stack()
+    """A stack of its own, for tests whose outage would disturb the others: one smtpd
+    per listener, so the same process serves session after session."""
+    yield from _stack(max_smtpd=1)
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,8 @@ class LocalStack:
     with_milter: bool = True
     # Further master.cf service lines for the private Postfix.
     extra_services: str = ""
+    # At most this many smtpd processes per listener (None: Postfix's default).
+    max_smtpd: int | None = None
     # Postfix's smtp-sink (C, one file per message in Maildir/new) instead of our
     # Python sink: the benchmarks use it so the sink takes little of the CPU.
     fast_sink: bool = False
@@ -202,6 +204,7 @@ class LocalStack:
             smtp_listen=f"127.0.0.1:{self.ports.smtp}",
             submission_listen=f"127.0.0.1:{self.ports.submission}",
             chroot=False,
+            maxproc=str(self.max_smtpd) if self.max_smtpd else "-",
             bounce_domain=cfg.bounces.domain,
             bounce_command=shlex.join(
                 [self.python, "-m", "smtpeter", "--config", str(self.config_file), "bounce"]
