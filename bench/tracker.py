@@ -122,16 +122,16 @@ def serve_baseline(port: int, workers: int) -> int:
     return run_workers(listen("127.0.0.1", port), workers, lambda: (baseline_app(), lambda: None))
 
 
-def serve_tracker(workdir: str, port: int, workers: int) -> int:
+def serve_tracker(workdir: str, port: int, workers: int, access_log: bool) -> int:
     logsetup.setup("info")
-    return run_tracker(tracker_config(workdir, port, workers))
+    return run_tracker(tracker_config(workdir, port, workers, access_log))
 
 
-def tracker_config(workdir: str, port: int, workers: int) -> config.Config:
+def tracker_config(workdir: str, port: int, workers: int, access_log: bool = True) -> config.Config:
     return config.parse(
         {
             "store": {"sqlite_path": os.path.join(workdir, "smtpeter.db")},
-            "tracker": {"listen_port": port, "workers": workers},
+            "tracker": {"listen_port": port, "workers": workers, "access_log": access_log},
         },
         "bench",
     )
@@ -147,6 +147,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="server workers")
     p.add_argument("--tokens", type=int, default=5000, help="distinct click links")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--no-access-log", action="store_true", help="tracker.access_log: false for the tracker"
+    )
     p.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--serve-tracker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -154,7 +157,7 @@ def main() -> int:
     if args.serve_baseline:
         return serve_baseline(args.serve_baseline, args.workers)
     if args.serve_tracker:
-        return serve_tracker(args.workdir, args.serve_tracker, args.workers)
+        return serve_tracker(args.workdir, args.serve_tracker, args.workers, not args.no_access_log)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
 
@@ -168,6 +171,8 @@ def main() -> int:
     script.write_text(LUA % {"paths": ",".join(f'"{p}"' for p in paths), "ua": USER_AGENT})
 
     me = [sys.executable, __file__, "--workers", str(args.workers)]
+    if args.no_access_log:
+        me.append("--no-access-log")
     log = open(os.path.join(workdir, "tracker.log"), "wb")  # noqa: SIM115
     procs = {
         "baseline": subprocess.Popen([*me, "--serve-baseline", str(base_port)]),
@@ -222,7 +227,7 @@ def main() -> int:
     print(f"|{'-' * 40}|----------------|--------|--------|--------|")
     for name, label in (
         ("baseline", "(a) static 302, no store (baseline)"),
-        ("tracker", "(b) tracker: verify, 302, event, log"),
+        ("tracker", "(b) tracker: verify, 302, event" + ("" if args.no_access_log else ", log")),
     ):
         rs = runs[name]
         print(
