@@ -17,9 +17,15 @@ from collections.abc import Callable
 from types import FrameType
 
 
-def supervise(workers: int, work: Callable[[], int], log: logging.Logger) -> int:
+def supervise(
+    workers: int, work: Callable[[], int], log: logging.Logger, *, stop_grace: int = 20
+) -> int:
     """Run ``work()`` in ``workers`` forked children until told to stop; 0 when every
-    child stopped cleanly on request, 1 otherwise."""
+    child stopped cleanly on request, 1 otherwise.
+
+    A child still running ``stop_grace`` seconds after the stop signal is killed, so
+    stopping never hangs and never leaves orphans (libmilter has been seen to ignore
+    a SIGTERM that arrives while it starts up)."""
     stopping = False
     children: dict[int, float] = {}
 
@@ -30,6 +36,7 @@ def supervise(workers: int, work: Callable[[], int], log: logging.Logger) -> int
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
                 code = work()
             finally:
                 logging.shutdown()
@@ -41,6 +48,7 @@ def supervise(workers: int, work: Callable[[], int], log: logging.Logger) -> int
         name = signal.Signals(signum).name
         if not stopping:
             log.info("%s: stopping %d workers", name, len(children))
+            signal.alarm(stop_grace)
         else:
             log.info("%s again: stopping the workers at once", name)
         stopping = True
@@ -48,8 +56,15 @@ def supervise(workers: int, work: Callable[[], int], log: logging.Logger) -> int
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def kill_stragglers(_signum: int, _frame: FrameType | None) -> None:
+        for pid in children:
+            log.warning("worker %d still running %d s after the stop: killing it", pid, stop_grace)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGALRM, kill_stragglers)
     for _ in range(workers):
         spawn()
     status = 0

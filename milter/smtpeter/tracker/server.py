@@ -148,7 +148,9 @@ def run_workers(sock: socket.socket, workers: int, make_app: AppFactory) -> int:
     until SIGTERM or SIGINT; returns an exit status. (The benchmark serves its baseline
     with this too, so both run on the very same server.)"""
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    status = supervise(workers, lambda: _worker(make_app, sock), log)
+    # A worker may take ~40 s to stop: uvicorn's graceful period, then flushing its
+    # events to a slow store.
+    status = supervise(workers, lambda: _worker(make_app, sock), log, stop_grace=45)
     sock.close()
     log.info("stopped")
     return status
