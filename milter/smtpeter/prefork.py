@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
 
 def supervise(
     workers: int, work: Callable[[], int], log: logging.Logger, *, stop_grace: int = 20
@@ -24,31 +26,38 @@ def supervise(
     child stopped cleanly on request, 1 otherwise.
 
     A child still running ``stop_grace`` seconds after the stop signal is killed, so
-    stopping never hangs and never leaves orphans (libmilter has been seen to ignore
-    a SIGTERM that arrives while it starts up)."""
+    stopping never hangs and never leaves orphans."""
     stopping = False
+    stop_deadline = 0.0
     children: dict[int, float] = {}
 
     def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)
-                code = work()
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = time.monotonic()
+        # Stop signals are held back across the fork: the child must never run the
+        # supervisor's handler (it would signal its siblings and then carry on), and
+        # the supervisor must know the child before it handles a stop.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                    code = work()
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            children[pid] = time.monotonic()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, stop_deadline
         name = signal.Signals(signum).name
         if not stopping:
             log.info("%s: stopping %d workers", name, len(children))
-            signal.alarm(stop_grace)
+            stop_deadline = time.monotonic() + stop_grace
         else:
             log.info("%s again: stopping the workers at once", name)
         stopping = True
@@ -56,7 +65,7 @@ def supervise(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def kill_stragglers(_signum: int, _frame: FrameType | None) -> None:
+    def kill_stragglers() -> None:
         for pid in children:
             log.warning("worker %d still running %d s after the stop: killing it", pid, stop_grace)
             with contextlib.suppress(ProcessLookupError):
@@ -64,16 +73,21 @@ def supervise(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGALRM, kill_stragglers)
     for _ in range(workers):
         spawn()
     status = 0
     while children:
+        # Poll rather than block in wait(): the signal handlers then run within a
+        # fraction of a second however the signal arrived, and stragglers are seen.
         try:
-            pid, wstatus = os.wait()
+            pid, wstatus = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             break
-        except InterruptedError:
+        if pid == 0:
+            if stopping and time.monotonic() > stop_deadline:
+                kill_stragglers()
+                stop_deadline = float("inf")
+            time.sleep(0.1)
             continue
         started = children.pop(pid, None)
         if started is None:

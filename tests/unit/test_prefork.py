@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,14 +37,21 @@ def run(kind: str) -> tuple[int, float, list[int], str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
-    assert proc.stdout is not None
-    children = [int(proc.stdout.readline()), int(proc.stdout.readline())]
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=30)
-    assert proc.stderr is not None
-    return code, time.monotonic() - started, children, proc.stderr.read()
+    try:
+        assert proc.stdout is not None
+        children = [int(proc.stdout.readline()), int(proc.stdout.readline())]
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        assert proc.stderr is not None
+        return code, time.monotonic() - started, children, proc.stderr.read()
+    finally:
+        # Whatever failed above, leave no process behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _alive(pid: int) -> bool:
