@@ -624,19 +624,17 @@ def _exim(msg: _Message) -> list[Failure]:
             break  # prose we do not know ends the list; "(generated from ...)" does not
     for recipient, lines in entries:
         reason = " ".join(lines)
-        status = _status_of(reason)
         remote = re.search(r"\bhost ([^\s\[]+) \[", reason)
-        failures.append(
-            Failure(
-                recipient,
-                status,
-                kind if kind == "delay" else _failed_kind(status, kind, reason),
-                _clip(reason),
-                None,
-                remote.group(1) if remote else None,
-            )
-        )
+        failures.append(_text_failure(recipient, reason, kind, remote.group(1) if remote else None))
     return failures
+
+
+def _text_failure(recipient: str, reason: str | None, kind: Kind, remote: str | None) -> Failure:
+    """A failure read from a plain-text bounce: the status comes from the reason, and
+    the kind from the status (or the section's kind) unless the section is a delay."""
+    status = _status_of(reason)
+    final = kind if kind == "delay" else _failed_kind(status, kind, reason)
+    return Failure(recipient, status, final, _clip(reason), None, remote)
 
 
 def _sendmail(msg: _Message) -> list[Failure]:
@@ -660,19 +658,10 @@ def _sendmail(msg: _Message) -> list[Failure]:
             elif not line[0].isspace() and (addr := _address(stripped)):
                 current = addr
                 order.append(addr)
-        for recipient in order:
-            reason = reasons.get(recipient)
-            status = _status_of(reason)
-            failures.append(
-                Failure(
-                    recipient,
-                    status,
-                    kind if kind == "delay" else _failed_kind(status, kind, reason),
-                    _clip(reason),
-                    None,
-                    remote.group(1) if remote else None,
-                )
-            )
+        failures += [
+            _text_failure(r, reasons.get(r), kind, remote.group(1) if remote else None)
+            for r in order
+        ]
     return failures
 
 

@@ -45,6 +45,18 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _where(filters: list[tuple[str, object | None]]) -> tuple[str, list[object]]:
+    """A WHERE clause of the filters whose value is not None; the value fills every
+    ``?`` of its clause."""
+    clauses: list[str] = []
+    args: list[object] = []
+    for clause, value in filters:
+        if value is not None:
+            clauses.append(clause)
+            args += [value] * clause.count("?")
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
 _LOGIN_COLUMNS = (
     "name, password_hash, enabled, inlinecss, trackclicks, trackopens, trackbounces, "
     "created_at, updated_at"
@@ -256,14 +268,7 @@ class SQLiteStore:
     def messages(
         self, *, queue_id: str | None = None, uid: str | None = None, limit: int = 100
     ) -> list[MessageRecord]:
-        clauses, args = [], []
-        if queue_id:
-            clauses.append("queue_id = ?")
-            args.append(queue_id)
-        if uid:
-            clauses.append("uid = ?")
-            args.append(uid)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where([("queue_id = ?", queue_id or None), ("uid = ?", uid or None)])
         with self._use("message list") as conn:
             rows = conn.execute(
                 "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
@@ -371,21 +376,14 @@ class SQLiteStore:
         The recipient of an open or click is the message's recipient when it had
         exactly one (a message to several shares one body, so they cannot be told apart).
         """
-        clauses: list[str] = []
-        args: list[object] = []
-        if login is not None:
-            clauses.append("m.login = ?")
-            args.append(login)
-        if message is not None:
-            clauses.append("(e.message_uid = ? OR m.message_id = ? OR m.queue_id = ?)")
-            args += [message, message, message]
-        if type is not None:
-            clauses.append("e.type = ?")
-            args.append(type)
-        if since is not None:
-            clauses.append("e.occurred_at >= ?")
-            args.append(since)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where(
+            [
+                ("m.login = ?", login),
+                ("(e.message_uid = ? OR m.message_id = ? OR m.queue_id = ?)", message),
+                ("e.type = ?", type),
+                ("e.occurred_at >= ?", since),
+            ]
+        )
         with self._use("event list") as conn:
             rows = conn.execute(
                 "SELECT e.type, e.occurred_at, e.message_uid, e.url, e.user_agent, e.client_ip,"
@@ -417,15 +415,7 @@ class SQLiteStore:
     ) -> list[dict[str, object]]:
         """Per login and per day the messages were sent: messages, unique opens, unique
         clicks (distinct messages opened or clicked), bounces."""
-        clauses: list[str] = []
-        args: list[object] = []
-        if login is not None:
-            clauses.append("m.login = ?")
-            args.append(login)
-        if since is not None:
-            clauses.append("m.created_at >= ?")
-            args.append(since)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args = _where([("m.login = ?", login), ("m.created_at >= ?", since)])
         sql = (
             "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
             " COUNT(*) AS messages,"
