@@ -1,19 +1,29 @@
 """Apply smtpeter's settings to the system Postfix (`smtpeter postfix setup`).
 
-Two modes:
+Both modes give the SMTP API listeners of its own, each a master.cf smtpd service
+carrying every setting it needs as ``-o`` options (TLS required, AUTH through our
+auth daemon, our milter with default_action=tempfail). They differ in what they
+take of the server:
 
-- relay: a dedicated SMTP API relay. Ports 25 and 587 both require STARTTLS and
-  AUTH (our auth daemon), every message passes our milter; with a bounce domain,
-  mail for it is accepted without AUTH and handed to the bounce processor.
-- addon: an existing MX keeps receiving mail on port 25 as before (our milter is
-  attached there only to strip x-smtpeter-* headers: unauthenticated mail never gets
-  a feature), and submission on 587 gets our SASL and the features.
+- relay: a dedicated SMTP API relay. Its listeners are 25, 587, 465 and 2525 (or
+  those of --listeners); port 25 is also the bounce domain's MX. Existing services
+  on those ports are extended, never replaced; a server that receives mail for
+  domains of its own, or whose listener belongs to another SASL, is refused.
+- addon: an existing MX. Its own services (port 25, its mailbox users' submission)
+  keep every setting they have; our milter runs on them only to remove x-smtpeter-*
+  headers, with default_action=accept, so the MX's mail never waits on smtpeter.
+  The API gets the listeners the MX does not use (587, 465, 2525 by default).
 
-The change is computed on a copy of main.cf and master.cf with Postfix's own
-postconf, shown as a diff (--dry-run stops there), then installed after a backup;
-`postfix check` validates it (a failure restores the backup) and Postfix is
-reloaded. A second run with the same settings changes nothing. --undo restores the
-backup taken before the first setup.
+Shared lists (smtpd_milters, non_smtpd_milters, milter_mail_macros, relay_domains,
+transport_maps) are merged: our entry added, every existing entry kept in order.
+Where a change cannot be merged safely, setup refuses and says which setting in
+which file, and the way out.
+
+The change is computed on a copy of the files with Postfix's own postconf and
+shown as a diff of every file it touches (--dry-run stops there), then installed
+after a backup; `postfix check` validates it (a failure restores the backup) and
+Postfix is reloaded. A second run changes nothing. --undo restores the files of
+before the first setup byte for byte.
 """
 
 from __future__ import annotations
@@ -28,13 +38,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from smtpeter.postfix.render import (
+    API_DAEMON_NAME,
+    DEFAULT_MAIL_MACROS,
+    DEFAULT_SERVICES,
+    PORTS,
+    Listener,
     RelaySettings,
-    postfix_milter_address,
-    render_addon,
-    render_relay,
+    bounce_domain_entry,
+    bounce_services,
+    list_settings,
+    listener_entry,
+    main_text,
+    milter_address,
+    split_list,
 )
 
 from smtpeter.config import Config
@@ -42,6 +61,11 @@ from smtpeter.config import Config
 Mode = Literal["relay", "addon"]
 SNAKEOIL = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/ssl/private/ssl-cert-snakeoil.key")
 STATE_NAME = "smtpeter-setup.json"
+# The port each well-known master.cf service name listens on.
+_NAMED_PORTS = {"smtp": "25", "submission": "587", "submissions": "465", "smtps": "465"}
+# Settings that make a Postfix the final or relay destination of domains of its own:
+# relay mode would take their port 25 away from the mail they receive.
+_RECEIVING = ("virtual_mailbox_domains", "virtual_alias_domains", "relay_domains")
 
 
 class SetupError(RuntimeError):
@@ -51,8 +75,14 @@ class SetupError(RuntimeError):
 @dataclass
 class Plan:
     main: dict[str, str] = field(default_factory=dict)
+    # "service/type" -> the whole entry on one line.
     master: dict[str, str] = field(default_factory=dict)
+    # Other files and their new text (opendkim.conf).
+    files: dict[Path, str] = field(default_factory=dict)
+    # System changes besides files, said before they are made.
+    notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    listeners: tuple[Listener, ...] = ()
 
 
 def _postconf(config_dir: Path, *args: str) -> str:
@@ -96,6 +126,63 @@ def parse_master(text: str) -> dict[str, str]:
     return out
 
 
+def _tokens(entry: str) -> list[str]:
+    """A master.cf entry split on white space, a ``{ ... }`` group kept whole."""
+    tokens: list[str] = []
+    depth = 0
+    current = ""
+    for ch in entry:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch.isspace() and depth == 0:
+            if current:
+                tokens.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*tokens, current] if current else tokens
+
+
+def _options(entry: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """(the 8 fixed fields, the -o options, the other arguments) of an entry."""
+    tokens = _tokens(entry)
+    fixed, rest = tokens[:8], tokens[8:]
+    options: list[tuple[str, str]] = []
+    others: list[str] = []
+    i = 0
+    while i < len(rest):
+        if rest[i] == "-o" and i + 1 < len(rest):
+            option = rest[i + 1]
+            if option.startswith("{"):
+                option = option[1:-1].strip()
+                name, _, value = option.partition("=")
+                options.append((name.strip(), value.strip()))
+            else:
+                name, _, value = option.partition("=")
+                options.append((name, value))
+            i += 2
+        else:
+            others.append(rest[i])
+            i += 1
+    return fixed, options, others
+
+
+def _format_option(name: str, value: str) -> str:
+    return f"-o {{ {name} = {value} }}" if re.search(r"\s", value) else f"-o {name}={value}"
+
+
+def service_port(service: str) -> str:
+    """The port a master.cf inet service name listens on ("127.0.0.1:2587" -> 2587)."""
+    name = service.rsplit(":", 1)[-1]
+    return _NAMED_PORTS.get(name, name)
+
+
+def is_ours(entry: str) -> bool:
+    return any(
+        (n, v) == ("milter_macro_daemon_name", API_DAEMON_NAME) for n, v in _options(entry)[1]
+    )
+
+
 def _chroot_relative(path: str, queue_dir: str) -> str:
     """A socket path as chrooted smtpd sees it: relative to the queue directory
     (smtpd runs there, chrooted or not)."""
@@ -108,7 +195,7 @@ def _chroot_relative(path: str, queue_dir: str) -> str:
     return path[len(queue) :]
 
 
-def _tls(config_dir: Path, cert: str | None, key: str | None, plan: Plan) -> tuple[str, str]:
+def _tls(current: dict[str, str], cert: str | None, key: str | None, plan: Plan) -> tuple[str, str]:
     if cert or key:
         if not (cert and key):
             raise SetupError("give both --tls-cert and --tls-key")
@@ -116,7 +203,6 @@ def _tls(config_dir: Path, cert: str | None, key: str | None, plan: Plan) -> tup
             if not os.path.exists(p):
                 raise SetupError(f"TLS file {p} does not exist")
         return cert, key
-    current = parse_main(_postconf(config_dir, "-n"))
     cur_cert, cur_key = current.get("smtpd_tls_cert_file"), current.get("smtpd_tls_key_file")
     if cur_cert and cur_key and os.path.exists(cur_cert) and os.path.exists(cur_key):
         return cur_cert, cur_key
@@ -134,6 +220,74 @@ def _tls(config_dir: Path, cert: str | None, key: str | None, plan: Plan) -> tup
     return SNAKEOIL
 
 
+def _extend(key: str, existing: str, ours: str, main_cf: Path) -> str:
+    """An existing service of the server's, with our options added. A different value
+    for an option we need is refused; its own other options stay."""
+    fixed, options, others = _options(existing)
+    if fixed[7:8] != ["smtpd"]:
+        raise SetupError(
+            f"{main_cf.parent / 'master.cf'}: {key} runs {' '.join(fixed[7:8]) or '?'}, "
+            "not smtpd (postscreen?): relay mode cannot take that port. Leave it out with "
+            "--listeners, or use --mode addon."
+        )
+    have = dict(options)
+    added: list[tuple[str, str]] = []
+    for name, value in _options(ours)[1]:
+        if name == "syslog_name" and name in have:
+            continue  # its own log name stays
+        if name in have and have[name] != value:
+            raise SetupError(
+                f"{main_cf.parent / 'master.cf'}: {key} sets -o {name}={have[name]}, and "
+                f"the SMTP API needs {name}={value} there. That listener is configured for "
+                "something else (another SASL?): leave its port out with --listeners, use "
+                "--mode addon (which leaves the server's services alone), or remove the option."
+            )
+        if name not in have:
+            added.append((name, value))
+    parts = [*fixed, *others, *(_format_option(n, v) for n, v in [*options, *added])]
+    return " ".join(parts)
+
+
+def _listeners(
+    mode: Mode,
+    ports: tuple[str, ...] | None,
+    services: dict[str, str],
+    plan: Plan,
+    master_cf: Path,
+) -> list[tuple[Listener, str | None]]:
+    """The listeners to set up, each with the existing entry it takes over (or None)."""
+    by_port: dict[str, str] = {}
+    for key in services:
+        service, kind = key.rsplit("/", 1)
+        if kind == "inet":
+            by_port.setdefault(service_port(service), key)
+    chosen = ports if ports is not None else (PORTS if mode == "relay" else ("587", "465", "2525"))
+    out: list[tuple[Listener, str | None]] = []
+    for port in chosen:
+        found = by_port.get(port)
+        entry = services[found] if found else None
+        service = found.rsplit("/", 1)[0] if found else DEFAULT_SERVICES[port]
+        if entry is not None and not is_ours(entry) and mode == "addon":
+            if ports is None:
+                plan.notes.append(
+                    f"port {port} is the server's own ({found} in {master_cf}): left to its "
+                    "users, not used for the SMTP API"
+                )
+                continue
+            raise SetupError(
+                f"{master_cf}: port {port} is already served by {found}, the server's own "
+                f"(its users submit there). Addon mode leaves it alone: choose other "
+                f"--listeners (from {','.join(PORTS)}), or remove that service first."
+            )
+        out.append((Listener(port, service), entry))
+    if not out:
+        raise SetupError(
+            f"{master_cf}: every SMTP API port ({', '.join(chosen)}) is the server's own; "
+            "free one, or choose --listeners"
+        )
+    return out
+
+
 def plan_setup(
     cfg: Config,
     mode: Mode,
@@ -142,63 +296,94 @@ def plan_setup(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     dkim: Dkim | None = None,
+    ports: tuple[str, ...] | None = None,
 ) -> Plan:
     plan = Plan()
-    if not (config_dir / "main.cf").exists():
+    main_cf = config_dir / "main.cf"
+    if not main_cf.exists():
         raise SetupError(
-            f"no {config_dir / 'main.cf'}: configure Postfix first "
-            "(dpkg-reconfigure postfix, e.g. as an Internet site)"
+            f"no {main_cf}: configure Postfix first (dpkg-reconfigure postfix, e.g. as an "
+            "Internet site)"
         )
+    current = parse_main(_postconf(config_dir, "-n"))
     queue_dir = _postconf(config_dir, "-h", "queue_directory").strip()
-    cert, key = _tls(config_dir, tls_cert, tls_key, plan)
-    milter_path = cfg.milter.socket.split(":", 1)[1]
+    cert, key = _tls(current, tls_cert, tls_key, plan)
     milter = cfg.milter.socket
-    if cfg.milter.socket.startswith(("unix:", "local:")):
-        milter = "unix:" + _chroot_relative(milter_path, queue_dir)
+    if milter.startswith(("unix:", "local:")):
+        milter = "unix:" + _chroot_relative(milter.split(":", 1)[1], queue_dir)
+    services = parse_master(_postconf(config_dir, "-M"))
+    smtp = _options(services["smtp/inet"])[0] if "smtp/inet" in services else []
+    listeners = _listeners(mode, ports, services, plan, config_dir / "master.cf")
     relay = RelaySettings(
         tls_cert_file=cert,
         tls_key_file=key,
         auth_socket=_chroot_relative(cfg.auth.socket, queue_dir),
         milter_socket=milter,
-        chroot=True,
+        listeners=tuple(listener for listener, _ in listeners),
+        # New services follow the server's own smtp service (Debian: chrooted).
+        chroot=smtp[4:5] != ["n"],
         bounce_domain=cfg.bounces.domain,
         bounce_command=f"{shutil.which('smtpeter') or '/usr/bin/smtpeter'} bounce",
-        reinject_listen=f"{cfg.bounces.reinject_host}:{cfg.bounces.reinject_port}",
+        milter_default_action="tempfail" if mode == "relay" else "accept",
     )
-    ours = f"{{ {postfix_milter_address(milter)}, default_action=tempfail }}"
-    signer = (
-        f"{{ unix:{_chroot_relative(str(dkim.socket(queue_dir)), queue_dir)},"
-        " default_action=tempfail }"
-        if dkim is not None
-        else None
-    )
-    if mode == "relay":
-        main_text, master_text = render_relay(relay)
-        plan.main = parse_main(main_text)
-        plan.master = parse_master(master_text)
-        if signer is not None:
-            # After ours: OpenDKIM signs the message as our milter left it.
-            plan.main["smtpd_milters"] = f"{ours}, {signer}"
-        return plan
-    # addon: port 25 as it was, our milter added to the milters already there.
-    current = parse_main(_postconf(config_dir, "-n"))
-    milters = current.get("smtpd_milters", "")
-    if postfix_milter_address(milter) not in milters:
-        milters = f"{ours}, {milters}" if milters else ours
-    if signer is not None and "opendkim/opendkim.sock" not in milters:
-        milters = f"{milters}, {signer}"
-    plan.main["smtpd_milters"] = milters
-    if cfg.bounces.domain:
-        domains = current.get("relay_domains", "")
-        if cfg.bounces.domain not in re.split(r"[\s,]+", domains):
-            plan.main["relay_domains"] = f"{domains}, {cfg.bounces.domain}".strip(", ")
-        ours_map = f"inline:{{ {cfg.bounces.domain}=smtpeter-bounce: }}"
-        maps = current.get("transport_maps", "")
-        if ours_map not in maps:
-            plan.main["transport_maps"] = f"{ours_map}, {maps}".strip(", ")
-        plan.main["smtpeter-bounce_destination_recipient_limit"] = "1"
-    plan.master = parse_master(render_addon(relay))
+    plan.listeners = relay.listeners
+    if mode == "relay" and any(listener.port == "25" for listener in relay.listeners):
+        for name in _RECEIVING:
+            ours_entry = bounce_domain_entry(cfg.bounces.domain) if cfg.bounces.domain else ""
+            if [e for e in split_list(current.get(name, "")) if e != ours_entry]:
+                raise SetupError(
+                    f"{main_cf}: {name} = {current[name]}: this Postfix receives mail for "
+                    "domains of its own, and relay mode would make port 25 refuse it. Use "
+                    "--mode addon, or leave 25 out with --listeners."
+                )
+        if current.get("smtpd_sasl_auth_enable") == "yes" and current.get(
+            "smtpd_sasl_path"
+        ) not in (None, relay.auth_socket):
+            raise SetupError(
+                f"{main_cf}: smtpd_sasl_auth_enable = yes: users authenticate on port 25 "
+                "with another SASL, which relay mode would replace. Use --mode addon, or "
+                "leave 25 out with --listeners."
+            )
+
+    plan.main.update(parse_main(main_text(relay)))
+    lists = {
+        "smtpd_milters": current.get("smtpd_milters", ""),
+        "non_smtpd_milters": current.get("non_smtpd_milters", ""),
+        "milter_mail_macros": current.get("milter_mail_macros", DEFAULT_MAIL_MACROS),
+        "relay_domains": current.get("relay_domains", _default_relay_domains(config_dir)),
+        "transport_maps": current.get("transport_maps", ""),
+    }
+    plan.main.update(list_settings(relay, lists))
+    for (listener, existing), key in zip(listeners, _keys(relay.listeners), strict=True):
+        ours = " ".join(parse_master(listener_entry(relay, listener)).values())
+        if existing is not None and is_ours(existing):
+            # Set up before: its own columns and options stay, ours are renewed.
+            names = {name for name, _ in _options(ours)[1]} - {"syslog_name"}
+            fixed, options, others = _options(existing)
+            kept = [_format_option(n, v) for n, v in options if n not in names]
+            existing = " ".join([*fixed, *others, *kept])
+        plan.master[key] = ours if existing is None else _extend(key, existing, ours, main_cf)
+    plan.master.update(parse_master(bounce_services(relay)))
+    if dkim is not None:
+        signer = _plan_dkim(dkim, queue_dir, plan)
+        milters = plan.main.get("smtpd_milters", lists["smtpd_milters"])
+        if signer not in [milter_address(e) for e in split_list(milters)]:
+            # Last: OpenDKIM signs the message as our milter (and any other) left it.
+            entry = f"{{ {signer}, default_action=tempfail }}"
+            plan.main["smtpd_milters"] = f"{milters}, {entry}"
+    # Values equal to what main.cf already says are no change.
+    plan.main = {k: v for k, v in plan.main.items() if current.get(k) != v}
     return plan
+
+
+def _keys(listeners: tuple[Listener, ...]) -> list[str]:
+    return [f"{listener.service}/inet" for listener in listeners]
+
+
+def _default_relay_domains(config_dir: Path) -> str:
+    # The default depends on compatibility_level: $mydestination before 2, else empty.
+    expanded = _postconf(config_dir, "-hx", "relay_domains").strip()
+    return "$mydestination" if expanded else ""
 
 
 @dataclass(frozen=True)
@@ -226,14 +411,85 @@ class Dkim:
 _DKIM_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
-def prepare_dkim(dkim: Dkim, queue_dir: str) -> str:
-    """Make the key if missing, point opendkim.conf at it and at a socket inside
-    Postfix's chroot; returns the DNS TXT record to publish."""
+def _conf_settings(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            name, _, tabbed = name.partition("\t")
+            out[name] = (value or tabbed).strip()
+    return out
+
+
+def _opendkim_address(socket: str, queue_dir: str) -> str | None:
+    """OpenDKIM's Socket setting as a Postfix milter address, if smtpd can reach it."""
+    kind, _, rest = socket.partition(":")
+    if kind in ("local", "unix") or socket.startswith("/"):
+        path = rest if kind else socket
+        queue = queue_dir.rstrip("/") + "/"
+        return f"unix:{path[len(queue) :]}" if path.startswith(queue) else None
+    if kind == "inet":
+        port, _, host = rest.partition("@")
+        return f"inet:{host or 'localhost'}:{port}"
+    return None
+
+
+def _plan_dkim(dkim: Dkim, queue_dir: str, plan: Plan) -> str:
+    """Plan opendkim.conf's change (shown in the diff) and return the signer's milter
+    address. Only what signing for the domain needs is changed; a configuration that
+    already signs for something else is refused rather than rewritten."""
     for value, what in ((dkim.domain, "--dkim-domain"), (dkim.selector, "--dkim-selector")):
         if not _DKIM_NAME.match(value):
             raise SetupError(f"{what}: {value!r} is not a valid DNS name")
     if shutil.which("opendkim") is None or shutil.which("opendkim-genkey") is None:
         raise SetupError("DKIM needs OpenDKIM: apt-get install opendkim opendkim-tools")
+    text = dkim.conf.read_text() if dkim.conf.exists() else ""
+    have = _conf_settings(text)
+    for table in ("KeyTable", "SigningTable"):
+        if table in have:
+            raise SetupError(
+                f"{dkim.conf}: {table} is set: OpenDKIM already signs from tables. Add "
+                f"{dkim.domain} there yourself and run setup without --dkim-domain; smtpeter "
+                "keeps OpenDKIM's milter after its own."
+            )
+    wanted = {"Domain": dkim.domain, "Selector": dkim.selector, "KeyFile": str(dkim.key_file)}
+    for name, value in wanted.items():
+        if have.get(name, value) != value:
+            raise SetupError(
+                f"{dkim.conf}: {name} is {have[name]}, not {value}: OpenDKIM is set up for "
+                "something else. Change it yourself and run setup without --dkim-domain."
+            )
+    address = _opendkim_address(have.get("Socket", ""), queue_dir)
+    if address is None:
+        # A socket inside Postfix's chroot, in a directory only group postfix may
+        # enter: that directory is the access control, so the socket itself may be
+        # world-writable (UMask 000; OpenDKIM's UMask applies to its socket and pid file).
+        wanted["Socket"] = f"local:{dkim.socket(queue_dir)}"
+        wanted["UMask"] = "000"
+        address = f"unix:{_chroot_relative(str(dkim.socket(queue_dir)), queue_dir)}"
+    lines = text.splitlines()
+    out: list[str] = []
+    for line in lines:
+        first = line.split(None, 1)[0] if line.strip() and not line.startswith("#") else ""
+        if first in wanted:
+            out.append(f"{first}\t\t\t{wanted.pop(first)}")
+        else:
+            out.append(line)
+    if wanted:
+        out.append("# Added by smtpeter postfix setup --dkim-domain:")
+        out += [f"{name}\t\t\t{value}" for name, value in wanted.items()]
+    new = "\n".join(out) + "\n"
+    if new != text:
+        plan.files[dkim.conf] = new
+        plan.notes.append("restart opendkim afterwards (systemctl restart opendkim)")
+    if not dkim.key_file.exists():
+        plan.notes.append(f"a 2048-bit key will be made: {dkim.key_file}")
+    return address
+
+
+def prepare_dkim(dkim: Dkim, queue_dir: str) -> str:
+    """Make the key if missing and the socket directory; returns the DNS TXT record
+    to publish."""
     if not dkim.key_file.exists():
         dkim.key_file.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -247,39 +503,22 @@ def prepare_dkim(dkim: Dkim, queue_dir: str) -> str:
     socket_dir.mkdir(exist_ok=True)
     shutil.chown(socket_dir, "opendkim", "postfix")
     socket_dir.chmod(0o750)
-    settings = {
-        "Domain": dkim.domain,
-        "Selector": dkim.selector,
-        "KeyFile": str(dkim.key_file),
-        "Socket": f"local:{dkim.socket(queue_dir)}",
-        "Mode": "s",
-        # The socket directory (group postfix, 0750) is the access control.
-        "UMask": "000",
-    }
-    lines = dkim.conf.read_text().splitlines() if dkim.conf.exists() else []
-    out: list[str] = []
-    for line in lines:
-        name = line.split(None, 1)[0] if line.strip() and not line.startswith("#") else None
-        if name in settings:
-            out.append(f"{name}\t\t\t{settings.pop(name)}")
-        else:
-            out.append(line)
-    out += [f"{name}\t\t\t{value}" for name, value in settings.items()]
-    dkim.conf.write_text("\n".join(out) + "\n")
-    return " ".join(dkim.dns_file.read_text().split())
+    return " ".join(dkim.dns_file.read_text().split()) if dkim.dns_file.exists() else ""
 
 
 def _apply_to(directory: Path, plan: Plan) -> None:
-    if plan.main:
-        _postconf(directory, "-e", *(f"{k}={v}" for k, v in plan.main.items()))
+    # One at a time: postconf -e appends new parameters in the order it is given
+    # them only one by one, and our block should read in its documented order.
+    for name, value in plan.main.items():
+        _postconf(directory, "-e", f"{name}={value}")
     for key, entry in plan.master.items():
         _postconf(directory, "-M", f"{key}={entry}")
 
 
-def _diff(old: Path, new: Path, name: str) -> str:
+def _diff(old: Path, new_text: str, label: Path) -> str:
     a = old.read_text().splitlines(keepends=True) if old.exists() else []
-    b = new.read_text().splitlines(keepends=True)
-    return "".join(difflib.unified_diff(a, b, f"{old}", f"{old} (smtpeter)"))
+    b = new_text.splitlines(keepends=True)
+    return "".join(difflib.unified_diff(a, b, f"{label}", f"{label} (smtpeter)"))
 
 
 @dataclass
@@ -289,6 +528,8 @@ class Result:
     backup: Path | None
     warnings: list[str]
     dns_record: str | None = None
+    notes: list[str] = field(default_factory=list)
+    listeners: tuple[Listener, ...] = ()
 
 
 def setup(
@@ -301,12 +542,11 @@ def setup(
     tls_key: str | None = None,
     reload: bool = True,
     dkim: Dkim | None = None,
+    ports: tuple[str, ...] | None = None,
 ) -> Result:
-    plan = plan_setup(cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key, dkim=dkim)
-    dns_record = None
-    if dkim is not None and not dry_run:
-        queue_dir = _postconf(config_dir, "-h", "queue_directory").strip()
-        dns_record = prepare_dkim(dkim, queue_dir)
+    plan = plan_setup(
+        cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key, dkim=dkim, ports=ports
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in ("main.cf", "master.cf"):
@@ -316,52 +556,76 @@ def setup(
             else:
                 (work / name).write_text("")
         _apply_to(work, plan)
-        diff = "".join(_diff(config_dir / n, work / n, n) for n in ("main.cf", "master.cf"))
-        if not diff:
-            return Result(False, "", None, plan.warnings, dns_record)
-        if dry_run:
-            return Result(True, diff, None, plan.warnings)
-        backup = _backup(config_dir, mode)
-        for name in ("main.cf", "master.cf"):
-            shutil.copy2(work / name, config_dir / name)
+        new = {config_dir / n: (work / n).read_text() for n in ("main.cf", "master.cf")}
+        new.update(plan.files)
+        changed = {p: t for p, t in new.items() if not p.exists() or p.read_text() != t}
+        diff = "".join(_diff(p, t, p) for p, t in changed.items())
+        result = Result(bool(changed), diff, None, plan.warnings, None, plan.notes, plan.listeners)
+        if dry_run or not changed:
+            if not changed and dkim is not None and not dry_run:
+                result.dns_record = prepare_dkim(dkim, _queue_dir(config_dir))
+            return result
+        result.backup = _backup(config_dir, mode, list(changed))
+        if dkim is not None:
+            result.dns_record = prepare_dkim(dkim, _queue_dir(config_dir))
+        for path, text in changed.items():
+            if path.parent == config_dir:
+                shutil.copy2(work / path.name, path)  # keeps the copy's mode
+            else:
+                path.write_text(text)
     check = subprocess.run(
         ["postfix", "-c", str(config_dir), "check"], capture_output=True, text=True
     )
     if check.returncode != 0:
-        _restore(config_dir, backup)
+        _restore(config_dir, result.backup)
         raise SetupError(
             f"postfix check failed, previous configuration restored:\n{check.stderr.strip()}"
         )
     if reload:
         _reload(config_dir)
-    return Result(True, diff, backup, plan.warnings, dns_record)
+    return result
+
+
+def _queue_dir(config_dir: Path) -> str:
+    return _postconf(config_dir, "-h", "queue_directory").strip()
 
 
 def _state_file(config_dir: Path) -> Path:
     return config_dir / "smtpeter-backup" / STATE_NAME
 
 
-def _backup(config_dir: Path, mode: Mode) -> Path:
-    """Back up main.cf and master.cf; the first backup (before any smtpeter setup) is
-    the one --undo restores."""
+def _backup(config_dir: Path, mode: Mode, changing: list[Path]) -> Path:
+    """Back up every file about to change; the first copy of each file (from before
+    any smtpeter setup) is the one --undo restores."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     backup = config_dir / "smtpeter-backup" / stamp
     backup.mkdir(parents=True, exist_ok=True)
-    for name in ("main.cf", "master.cf"):
-        if (config_dir / name).exists():
-            shutil.copy2(config_dir / name, backup / name)
-    state = _state_file(config_dir)
-    if not state.exists():
-        state.write_text(json.dumps({"original": str(backup), "mode": mode}))
+    state_path = _state_file(config_dir)
+    state: dict[str, Any] = (
+        json.loads(state_path.read_text()) if state_path.exists() else {"mode": mode}
+    )
+    originals: dict[str, str | None] = state.setdefault("files", {})
+    for path in [config_dir / "main.cf", config_dir / "master.cf", *changing]:
+        copy = backup / (path.name if path.parent == config_dir else f"{path.name}.orig")
+        if path.exists():
+            shutil.copy2(path, copy)
+        originals.setdefault(str(path), str(copy) if path.exists() else None)
+    state.setdefault("original", str(backup))
+    state_path.write_text(json.dumps(state, indent=1))
+    (backup / STATE_NAME).write_text(json.dumps(state, indent=1))
     return backup
 
 
-def _restore(config_dir: Path, backup: Path) -> None:
-    for name in ("main.cf", "master.cf"):
-        if (backup / name).exists():
-            shutil.copy2(backup / name, config_dir / name)
-        else:
-            (config_dir / name).unlink(missing_ok=True)
+def _restore(config_dir: Path, backup: Path | None) -> None:
+    """Give back the files as they were before the setup whose backup this is."""
+    if backup is None:
+        return
+    state = json.loads((backup / STATE_NAME).read_text())
+    for target, _ in state["files"].items():
+        path = Path(target)
+        copy = backup / (path.name if path.parent == config_dir else f"{path.name}.orig")
+        if copy.exists():
+            shutil.copy2(copy, path)
 
 
 def _reload(config_dir: Path) -> None:
@@ -370,14 +634,25 @@ def _reload(config_dir: Path) -> None:
         subprocess.run(["postfix", "-c", str(config_dir), "reload"], capture_output=True)
 
 
-def undo(config_dir: Path = Path("/etc/postfix"), *, reload: bool = True) -> Path:
-    """Restore main.cf and master.cf as they were before the first setup."""
-    state = _state_file(config_dir)
-    if not state.exists():
-        raise SetupError(f"nothing to undo: no smtpeter setup recorded in {state.parent}")
-    original = Path(json.loads(state.read_text())["original"])
-    _restore(config_dir, original)
-    state.unlink()
+def undo(config_dir: Path = Path("/etc/postfix"), *, reload: bool = True) -> list[Path]:
+    """Restore every file smtpeter's setups changed as it was before the first one."""
+    state_path = _state_file(config_dir)
+    if not state_path.exists():
+        raise SetupError(f"nothing to undo: no smtpeter setup recorded in {state_path.parent}")
+    state = json.loads(state_path.read_text())
+    files: dict[str, str | None] = state.get("files") or {
+        # A backup made by 0.1: main.cf and master.cf in one directory.
+        str(config_dir / n): str(Path(state["original"]) / n)
+        for n in ("main.cf", "master.cf")
+    }
+    restored: list[Path] = []
+    for target, copy in files.items():
+        if copy is None:
+            Path(target).unlink(missing_ok=True)
+        else:
+            shutil.copy2(copy, target)
+        restored.append(Path(target))
+    state_path.unlink()
     if reload:
         _reload(config_dir)
-    return original
+    return restored

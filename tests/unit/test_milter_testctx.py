@@ -57,9 +57,15 @@ def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayCont
     ctx.features_thread.shutdown()
 
 
-def feed(raw: bytes, login: str | None = None) -> tuple[int, testctx.TestCtx]:
+def feed(
+    raw: bytes, login: str | None = None, daemon: str | None = "smtpeter"
+) -> tuple[int, testctx.TestCtx]:
+    """Feed one message; ``daemon`` is the listener's {daemon_name} (smtpeter's own
+    listeners say "smtpeter"; None: a Postfix that does not send the macro)."""
     ctx = testctx.TestCtx()
     ctx._setsymval("i", "4F3A21B0C9")
+    if daemon is not None:
+        ctx._setsymval("{daemon_name}", daemon)
     if login is not None:
         ctx._setsymval("{auth_authen}", login)
     assert ctx._connect(ip="192.0.2.1") == Milter.CONTINUE
@@ -123,6 +129,40 @@ def test_login_disabled_after_auth_is_rejected(relay: RelayContext) -> None:
     rc, ctx = feed(message(), login="off")
     assert rc == Milter.REJECT
     assert ctx._reply[:2] == ("550", "5.7.1")
+
+
+@pytest.mark.parametrize("login", ["alice@hosted.example", "off", "inliner"])
+def test_a_user_authenticated_by_the_servers_own_sasl_is_only_stripped(
+    relay: RelayContext, login: str
+) -> None:
+    """Add-on mode: a mailbox user of the MX, authenticated by its own SASL on its own
+    submission service, is never refused by us and never gets a feature, even when
+    the name is also (or is like) one of our logins, disabled or not."""
+    raw = message("X-SMTPeter-InlineCSS: true", "x-smtpeter-trackopens: perhaps")
+    rc, ctx = feed(raw, login=login, daemon="ORIGINATING")
+    assert rc == Milter.ACCEPT
+    assert not [h for h in delivered_headers(ctx) if h.startswith("x-smtpeter-")]
+    assert not ctx._bodyreplaced
+    assert relay.store.messages(queue_id="4F3A21B0C9") == []
+
+
+def test_an_unknown_login_on_our_listener_is_refused(relay: RelayContext) -> None:
+    # On smtpeter's listeners only our auth daemon authenticates: an unknown name
+    # is a login deleted since AUTH.
+    rc, ctx = feed(message(), login="alice@hosted.example")
+    assert rc == Milter.REJECT and ctx._reply[:2] == ("550", "5.7.1")
+
+
+def test_without_the_daemon_name_macro_every_login_is_an_api_login(relay: RelayContext) -> None:
+    # A Postfix set up before listeners were told apart sends no {daemon_name}.
+    rc, ctx = feed(message(), login="inliner", daemon=None)
+    assert rc == Milter.ACCEPT and ctx._bodyreplaced
+
+
+def test_the_servers_own_mail_is_not_recorded(relay: RelayContext) -> None:
+    rc, _ = feed(message("x-smtpeter-inlinecss: true"), daemon="mx.example.com")
+    assert rc == Milter.ACCEPT
+    assert relay.store.messages(queue_id="4F3A21B0C9") == []
 
 
 def test_message_is_recorded(relay: RelayContext) -> None:

@@ -7,7 +7,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from smtpeter.postfix.render import InstanceSettings, RelaySettings, render_instance
+from smtpeter.postfix.configure import parse_master
+from smtpeter.postfix.render import (
+    InstanceSettings,
+    Listener,
+    RelaySettings,
+    merge_milters,
+    render_instance,
+    split_list,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("postconf") is None, reason="needs Postfix")
 
@@ -18,8 +26,12 @@ def render(tmp_path: Path, bounce_domain: str | None) -> Path:
         tls_key_file="/etc/ssl/private/ssl-cert-snakeoil.key",
         auth_socket="/run/smtpeter/auth.sock",
         milter_socket="unix:/run/smtpeter/milter.sock",
-        smtp_listen="127.0.0.1:2525",
-        submission_listen="127.0.0.1:2587",
+        listeners=(
+            Listener("25", "127.0.0.1:2525"),
+            Listener("587", "127.0.0.1:2587"),
+            Listener("465", "127.0.0.1:2465"),
+            Listener("2525", "127.0.0.1:2626"),
+        ),
         chroot=False,
         bounce_domain=bounce_domain,
     )
@@ -44,30 +56,109 @@ def postconf(directory: Path, *args: str) -> str:
     return result.stdout
 
 
+OURS = "{ unix:/run/smtpeter/milter.sock, default_action=$smtpeter_milter_default_action }"
+
+
+def options(services: dict[str, str], key: str) -> dict[str, str]:
+    words = services[key].split()
+    return dict(w.split("=", 1) for w, prev in zip(words[1:], words, strict=False) if prev == "-o")
+
+
 @pytest.mark.parametrize("bounce_domain", [None, "bounces.example.com"])
 def test_postconf_accepts_the_settings(tmp_path: Path, bounce_domain: str | None) -> None:
     directory = render(tmp_path, bounce_domain)
     main = postconf(directory, "-n")
-    assert "smtpd_tls_security_level = encrypt" in main
-    assert "smtpd_tls_auth_only = yes" in main
-    assert "smtpd_sasl_type = dovecot" in main
-    assert "smtpd_milters = { unix:/run/smtpeter/milter.sock, default_action=tempfail }" in main
-    services = postconf(directory, "-M")
-    assert "127.0.0.1:2587 inet" in services
+    assert f"smtpd_milters = {OURS}" in main
+    assert f"non_smtpd_milters = {OURS}" in main  # sendmail(1) and pickup too
+    assert "{daemon_name}" in postconf(directory, "-h", "milter_mail_macros")
+    services = parse_master(postconf(directory, "-M"))
+    for key in ("127.0.0.1:2525/inet", "127.0.0.1:2587/inet", "127.0.0.1:2465/inet",
+                "127.0.0.1:2626/inet"):  # fmt: skip
+        o = options(services, key)
+        assert o["smtpd_tls_auth_only"] == "yes" and o["smtpd_sasl_type"] == "dovecot"
+        assert o["milter_macro_daemon_name"] == "smtpeter"
+        assert o["smtpeter_milter_default_action"] == "tempfail"
+    assert options(services, "127.0.0.1:2465/inet")["smtpd_tls_wrappermode"] == "yes"
+    assert options(services, "127.0.0.1:2626/inet")["smtpd_tls_wrappermode"] == "no"
 
 
-def test_without_bounces_mail_is_refused_at_mail(tmp_path: Path) -> None:
-    main = postconf(render(tmp_path, None), "-n")
-    assert "smtpd_delay_reject = no" in main
-    assert "check_sender_access static:{530 5.7.0 Authentication required}" in main
-    assert "smtpeter-bounce" not in postconf(tmp_path, "-M")
+def test_without_bounces_every_listener_requires_tls_and_refuses_mail_at_mail(
+    tmp_path: Path,
+) -> None:
+    directory = render(tmp_path, None)
+    services = parse_master(postconf(directory, "-M"))
+    for key in services:
+        if key.endswith("/inet"):
+            o = options(services, key)
+            assert o["smtpd_tls_security_level"] == "encrypt"
+            assert o["smtpd_delay_reject"] == "no"
+            assert o["smtpd_sender_restrictions"] == "$smtpeter_submission_sender_restrictions"
+    assert "smtpeter-bounce/unix" not in services
+    assert "530 5.7.0 Authentication required" in postconf(
+        directory, "-h", "smtpeter_submission_sender_restrictions"
+    )
 
 
-def test_with_bounces_the_domain_goes_to_the_pipe(tmp_path: Path) -> None:
+def test_with_bounces_port_25_is_a_plaintext_mx_for_exactly_the_domain(tmp_path: Path) -> None:
     directory = render(tmp_path, "bounces.example.com")
-    main = postconf(directory, "-n")
-    assert "relay_domains = bounces.example.com" in main
-    assert "transport_maps = inline:{ bounces.example.com=smtpeter-bounce: }" in main
-    services = postconf(directory, "-M")
-    assert "smtpeter-bounce unix" in services and "user=smtpeter" in services
-    assert "127.0.0.1:10026 inet" in services
+    services = parse_master(postconf(directory, "-M"))
+    o = options(services, "127.0.0.1:2525/inet")
+    assert o["smtpd_tls_security_level"] == "may"  # RFC 3207 section 4
+    assert o["smtpd_tls_auth_only"] == "yes"
+    assert o["smtpd_relay_restrictions"] == "$smtpeter_mx_relay_restrictions"
+    # The submission listeners still require TLS.
+    assert options(services, "127.0.0.1:2587/inet")["smtpd_tls_security_level"] == "encrypt"
+    assert (
+        "smtpeter-bounce/unix" in services and "user=smtpeter" in services["smtpeter-bounce/unix"]
+    )
+    # No reinjection listener: forwarded bounces go through sendmail(1).
+    assert [k for k in services if k.endswith("/inet")] == [
+        "127.0.0.1:2525/inet", "127.0.0.1:2587/inet", "127.0.0.1:2465/inet",
+        "127.0.0.1:2626/inet",
+    ]  # fmt: skip
+    table = postconf(directory, "-hx", "smtpeter_bounce_recipients").strip()
+    domains = postconf(directory, "-hx", "relay_domains").strip()
+    for address, accepted in [
+        ("b+abc@bounces.example.com", True),
+        ("B+ABC@Bounces.Example.COM", True),
+        ("b+abc@x.bounces.example.com", False),
+        ("victim%evil.example@bounces.example.com", False),
+        ("evil.example!victim@bounces.example.com", False),
+        ('"victim@evil.example"@bounces.example.com', False),
+        ("b+abc@bounces.example.com.evil.example", False),
+        ("b+abc@bounces-example.com", False),
+    ]:
+        found = subprocess.run(
+            ["postmap", "-c", str(directory), "-q", address, table], capture_output=True
+        )
+        assert (found.returncode == 0) is accepted, address
+    for domain, relayed in [("bounces.example.com", True), ("x.bounces.example.com", False)]:
+        found = subprocess.run(
+            ["postmap", "-c", str(directory), "-q", domain, domains], capture_output=True
+        )
+        assert (found.returncode == 0) is relayed, domain
+
+
+def test_split_list_keeps_groups_whole() -> None:
+    value = "{ unix:/a, default_action=accept }, inet:localhost:8891 unix:/b,{inet:x:1}"
+    assert split_list(value) == [
+        "{ unix:/a, default_action=accept }", "inet:localhost:8891", "unix:/b", "{inet:x:1}"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("current", "merged"),
+    [
+        ("", OURS),
+        ("inet:localhost:8891", f"{OURS}, inet:localhost:8891"),
+        # An older entry of ours is replaced in place of being added twice.
+        (
+            "inet:localhost:11332, { unix:/run/smtpeter/milter.sock, default_action=tempfail }, "
+            "unix:/opendkim.sock",
+            f"{OURS}, inet:localhost:11332, unix:/opendkim.sock",
+        ),
+        ("$smtpd_milters", "$smtpd_milters"),
+    ],
+)
+def test_merge_milters_keeps_every_other_milter_in_order(current: str, merged: str) -> None:
+    assert merge_milters(current, OURS) == merged

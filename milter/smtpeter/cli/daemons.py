@@ -84,13 +84,21 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
 
     from smtpeter.cli import exits
     from smtpeter.postfix.configure import Dkim, SetupError, setup, undo
+    from smtpeter.postfix.render import RenderError, parse_ports
 
     config_dir = Path(args.postfix_dir)
     try:
         if args.undo:
             restored = undo(config_dir, reload=not args.no_reload)
-            print(f"restored main.cf and master.cf from {restored}")
+            print(f"restored as before smtpeter's first setup: {', '.join(map(str, restored))}")
             return exits.OK
+        ports = None
+        if args.listeners is not None:
+            try:
+                ports = parse_ports(args.listeners)
+            except RenderError as e:
+                print(f"smtpeter: postfix setup: {e}", file=sys.stderr)
+                return exits.USAGE
         dkim = None
         if args.dkim_domain or args.dkim_selector:
             if not (args.dkim_domain and args.dkim_selector):
@@ -111,12 +119,15 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
             tls_key=args.tls_key,
             reload=not args.no_reload,
             dkim=dkim,
+            ports=ports,
         )
     except SetupError as e:
         print(f"smtpeter: postfix setup: {e}", file=sys.stderr)
         return exits.CONFIG
     for warning in result.warnings:
         print(warning, file=sys.stderr)
+    for note in result.notes:
+        print(f"note: {note}")
     if result.dns_record:
         print(f"DKIM: publish this TXT record, then restart opendkim:\n  {result.dns_record}")
     if not result.changed:
@@ -126,8 +137,10 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
     if args.dry_run:
         print("(dry run: nothing changed)")
         return exits.OK
+    listening = ", ".join(f"{li.port} ({li.service})" for li in result.listeners)
     print(f"\nPostfix in {config_dir} set up ({args.mode}); `postfix check` passed.")
-    print(f"Backup of the previous main.cf and master.cf: {result.backup}")
+    print(f"SMTP API listeners: {listening}")
+    print(f"Backup of every file changed: {result.backup}")
     print("To restore the configuration from before smtpeter: smtpeter postfix setup --undo")
     return exits.OK
 

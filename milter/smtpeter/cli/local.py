@@ -18,6 +18,7 @@ from smtpeter.cli import exits
 from smtpeter.features import FeatureSet
 from smtpeter.local.stack import DEFAULT_ROOT, LocalStack, Ports, StackError
 from smtpeter.logins import Login
+from smtpeter.postfix.render import PORTS, RenderError, parse_ports
 from smtpeter.store import open_store
 
 DEMO = "demo"
@@ -50,6 +51,24 @@ def add_parser(sub: Any) -> None:
         help="loopback port standing in for 587 (default %(default)s)",
     )
     p.add_argument(
+        "--submissions-port",
+        type=int,
+        default=Ports.submissions,
+        help="loopback port standing in for 465, implicit TLS (default %(default)s)",
+    )
+    p.add_argument(
+        "--alternate-port",
+        type=int,
+        default=Ports.alternate,
+        help="loopback port standing in for 2525 (default %(default)s)",
+    )
+    p.add_argument(
+        "--listeners",
+        default=",".join(PORTS),
+        metavar="PORTS",
+        help="which of SMTPeter's listeners to run, comma-separated (default %(default)s)",
+    )
+    p.add_argument(
         "--sink-port",
         type=int,
         default=Ports.sink,
@@ -76,9 +95,17 @@ def _describe(stack: LocalStack, password: str | None) -> str:
     p = stack.ports
     cfg = shlex.quote(str(stack.config_file))
     smtpeter = _command()
+    kinds = {"465": "implicit TLS"}
+    ports = ", ".join(
+        f"{p.listener(port)} (as {port}{', ' + kinds[port] if port in kinds else ''})"
+        for port in stack.listeners
+    )
+    # The swaks line: 587 if it runs, else the first listener (465: implicit TLS).
+    via = "587" if "587" in stack.listeners else stack.listeners[0]
+    send_port, tls = p.listener(via), "--tlsc" if via == "465" else "--tls"
     lines = [
         "  Host:       127.0.0.1",
-        f"  Ports:      {p.smtp} (as 25) and {p.submission} (as 587); STARTTLS required",
+        f"  Ports:      {ports}; TLS and AUTH required",
         f"  TLS cert:   {stack.cert_file} (self-signed)",
         f"  Login:      {DEMO} (inlinecss, trackclicks and trackopens on)",
     ]
@@ -95,7 +122,7 @@ def _describe(stack: LocalStack, password: str | None) -> str:
         f"  Logs:       {stack.log_dir}/",
         "",
         "Send a message:",
-        f"  swaks --server 127.0.0.1:{p.submission} --tls --auth LOGIN --auth-user {DEMO} \\",
+        f"  swaks --server 127.0.0.1:{send_port} {tls} --auth LOGIN --auth-user {DEMO} \\",
         f"        --auth-password {shlex.quote(password or '<password>')} \\",
         "        --from you@example.com --to someone@example.com \\",
         "        --header 'x-smtpeter-trackclicks: false'",
@@ -127,7 +154,19 @@ def run(args: argparse.Namespace) -> int:
         print(_describe(stack, None))
         return exits.OK
     if not stack.state_file.exists():
-        stack.ports = Ports(args.smtp_port, args.submission_port, args.sink_port, args.tracker_port)
+        try:
+            stack.listeners = parse_ports(args.listeners)
+        except RenderError as e:
+            print(f"smtpeter: local up: {e}", file=sys.stderr)
+            return exits.USAGE
+        stack.ports = Ports(
+            smtp=args.smtp_port,
+            submission=args.submission_port,
+            submissions=args.submissions_port,
+            alternate=args.alternate_port,
+            sink=args.sink_port,
+            tracker=args.tracker_port,
+        )
     try:
         stack.start()
     except StackError as e:

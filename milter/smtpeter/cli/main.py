@@ -76,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     setup = pfsub.add_parser(
         "setup",
         help="apply smtpeter's settings to main.cf and master.cf",
-        description="relay: ports 25 and 587 require STARTTLS and AUTH, every message "
-        "passes the milter. addon: port 25 keeps receiving mail as before (the milter only "
-        "strips x-smtpeter-* headers there); submission on 587 gets SASL and the features. "
-        "Idempotent; backs up main.cf and master.cf first; checks with `postfix check` and "
+        description="Give Postfix the SMTP API's listeners (25, 587, 465 with implicit TLS, "
+        "2525), each requiring TLS and AUTH by smtpeter's auth daemon. relay: a dedicated "
+        "relay; its port 25 is also the bounce domain's MX. addon: an existing MX keeps every "
+        "service it has (its users, their SASL, inbound mail on 25: our milter only removes "
+        "x-smtpeter-* headers there and never holds mail up); the API gets the ports the MX "
+        "does not use. Merges into existing settings, refuses what it cannot merge, shows a "
+        "diff of every file; idempotent; backs up first; checks with `postfix check` and "
         "reloads Postfix.",
     )
     setup.add_argument("--mode", choices=["relay", "addon"], help="required unless --undo")
@@ -89,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--tls-key", help="its private key")
     setup.add_argument("--postfix-dir", default="/etc/postfix", help="Postfix's config directory")
     setup.add_argument("--no-reload", action="store_true", help="do not reload Postfix")
+    setup.add_argument(
+        "--listeners",
+        metavar="PORTS",
+        help="SMTP API listeners, comma-separated from 25,587,465,2525 (default: relay all "
+        "four; addon 587,465,2525 less those the MX already serves)",
+    )
     setup.add_argument("--dkim-domain", help="sign with OpenDKIM after our milter, for domain D")
     setup.add_argument("--dkim-selector", help="DKIM selector (key made if missing)")
     return parser

@@ -1,13 +1,19 @@
 """The milter: one RelayMilter per SMTP connection from Postfix.
 
-Per message: read the login from ``{auth_authen}`` at MAIL, collect headers and
-body, reject a malformed ``x-smtpeter-*`` feature header at end of headers, and at
-end of message resolve the features (the login's, overridden by the headers), run
-the HTML pipeline on the feature thread, remove every ``x-smtpeter-*`` header,
-splice the rewritten body in, record the message, and log one summary line.
+Per message: read the login from ``{auth_authen}`` and the listener from
+``{daemon_name}`` at MAIL, collect headers and body, reject a malformed
+``x-smtpeter-*`` feature header at end of headers, and at end of message resolve
+the features (the login's, overridden by the headers), run the HTML pipeline on
+the feature thread, remove every ``x-smtpeter-*`` header, splice the rewritten
+body in, record the message, and log one summary line.
 
-Anything unexpected becomes a temporary failure (451 4.3.0): the client retries and
-nothing is lost or half-processed, because Postfix discards our edits with it.
+Only sessions on smtpeter's own listeners (``{daemon_name}`` = smtpeter) are API
+submissions: their login is one of ours and gets its features, and anything
+unexpected becomes a temporary failure (451 4.3.0): the client retries and nothing
+is lost or half-processed, because Postfix discards our edits with it. Every other
+session (an MX's inbound mail, its mailbox users authenticated by their own SASL,
+local submission) only has its ``x-smtpeter-*`` headers removed: no feature, no
+store lookup, no record, and never a refusal from us.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import Milter
 
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
+from smtpeter.postfix.render import API_DAEMON_NAME
 from smtpeter.relay.headers import HeaderError, is_instruction, parse_overrides, printable
 from smtpeter.relay.mime import Rewrite
 from smtpeter.relay.pipeline import Options, Pipeline
@@ -72,6 +79,9 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
 
     def _reset(self) -> None:
         self.login: str | None = None
+        # True on smtpeter's own listeners: the login is ours, features apply, and
+        # a fault of ours is a tempfail. False: strip the headers, never refuse.
+        self.api = False
         self.sender = ""
         self.recipients: list[str] = []
         self.headers: list[tuple[str, str]] = []
@@ -89,7 +99,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         self.queue_id = ""
 
     def _log(self) -> _Adapter:
-        return _Adapter(log, f"{self.queue_id or 'NOQUEUE'}: login={self.login or '-'}")
+        who = self.login if self.api else f"({self.login})" if self.login else None
+        return _Adapter(log, f"{self.queue_id or 'NOQUEUE'}: login={who or '-'}")
 
     # -- observe-only callbacks -------------------------------------------------
 
@@ -99,6 +110,10 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
     def envfrom(self, mailfrom: str, *params: str) -> int:
         self._reset()
         self.login = self.getsymval("{auth_authen}") or None
+        # Without the macro (a Postfix set up before listeners were told apart)
+        # every session is taken for an API session, as it was then.
+        daemon = self.getsymval("{daemon_name}")
+        self.api = self.login is not None and daemon in (None, API_DAEMON_NAME)
         self.sender = mailfrom
         self.queue_id = self.getsymval("i") or ""
         return Milter.CONTINUE  # type: ignore[no-any-return]
@@ -168,14 +183,20 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                 self.ctx.config.milter.feature_timeout,
             )
         except Exception:  # noqa: BLE001 (any fault here must tempfail, never lose mail)
+            if not self.api:
+                # Not an API submission: the server's own mail never fails because
+                # of us; what was stripped so far stays stripped.
+                self._log().exception("unexpected error, message passed on as it is")
+                return Milter.ACCEPT  # type: ignore[no-any-return]
             self._log().exception("temporary failure: unexpected error")
         self.setreply("451", "4.3.0", "Temporary failure processing the message, try again later")
         return Milter.TEMPFAIL  # type: ignore[no-any-return]
 
     def _resolve(self) -> FeatureSet | None:
         """The features for this message, or None when the login may not send."""
-        if self.login is None:
-            # Unauthenticated mail can never turn a feature on.
+        if not self.api or self.login is None:
+            # Unauthenticated mail, and mail of users smtpeter did not authenticate,
+            # can never turn a feature on.
             return FeatureSet()
         login = self.ctx.store.get_login(self.login)
         if login is None or not login.enabled:
@@ -238,19 +259,22 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             applied.append("trackbounces")
 
         message_id = next((v.strip() for n, v in self.headers if n.lower() == "message-id"), None)
-        self.ctx.store.record_message(
-            MessageRecord(
-                uid=uid,
-                queue_id=self.queue_id or "NOQUEUE",
-                message_id=message_id,
-                login=self.login,
-                envelope_sender=self.sender,
-                recipients=tuple(self.recipients),
-                features=tuple(applied),
-                size_before=size_before,
-                size_after=size_after,
+        # Only the API's messages are ours to record: an MX's own mail stays out of
+        # the store (and does not depend on it).
+        if self.api:
+            self.ctx.store.record_message(
+                MessageRecord(
+                    uid=uid,
+                    queue_id=self.queue_id or "NOQUEUE",
+                    message_id=message_id,
+                    login=self.login,
+                    envelope_sender=self.sender,
+                    recipients=tuple(self.recipients),
+                    features=tuple(applied),
+                    size_before=size_before,
+                    size_after=size_after,
+                )
             )
-        )
         self._log().info(
             "accepted: from=%s nrcpt=%d features=%s applied=%s stripped=%d size=%d->%d ms=%.1f",
             self.sender,
