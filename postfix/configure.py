@@ -32,8 +32,10 @@ import difflib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from smtpeter.postfix.render import (
     RelaySettings,
     bounce_domain_entry,
     bounce_services,
+    default_listeners,
     list_settings,
     listener_entry,
     main_text,
@@ -56,7 +59,7 @@ from smtpeter.postfix.render import (
     split_list,
 )
 
-from smtpeter.config import Config
+from smtpeter.config import DEFAULT_PATH, Config
 
 Mode = Literal["relay", "addon"]
 SNAKEOIL = ("/etc/ssl/certs/ssl-cert-snakeoil.pem", "/etc/ssl/private/ssl-cert-snakeoil.key")
@@ -250,25 +253,30 @@ def _extend(key: str, existing: str, ours: str, main_cf: Path) -> str:
 
 def _listeners(
     mode: Mode,
-    ports: tuple[str, ...] | None,
+    asked: tuple[Listener, ...] | None,
     services: dict[str, str],
     plan: Plan,
     master_cf: Path,
 ) -> list[tuple[Listener, str | None]]:
-    """The listeners to set up, each with the existing entry it takes over (or None)."""
+    """The listeners to set up, each with the existing entry it takes over (or None).
+    An existing service counts when it has the listener's name or listens on its port."""
     by_port: dict[str, str] = {}
     for key in services:
         service, kind = key.rsplit("/", 1)
         if kind == "inet":
             by_port.setdefault(service_port(service), key)
-    chosen = ports if ports is not None else (PORTS if mode == "relay" else ("587", "465", "2525"))
+    default = PORTS if mode == "relay" else ("587", "465", "2525")
+    chosen = asked if asked is not None else default_listeners(default)
     out: list[tuple[Listener, str | None]] = []
-    for port in chosen:
-        found = by_port.get(port)
+    for wanted in chosen:
+        port = wanted.port
+        found = f"{wanted.service}/inet" if f"{wanted.service}/inet" in services else None
+        if found is None and wanted.service == DEFAULT_SERVICES[port]:
+            found = by_port.get(port)
         entry = services[found] if found else None
-        service = found.rsplit("/", 1)[0] if found else DEFAULT_SERVICES[port]
+        service = found.rsplit("/", 1)[0] if found else wanted.service
         if entry is not None and not is_ours(entry) and mode == "addon":
-            if ports is None:
+            if asked is None:
                 plan.notes.append(
                     f"port {port} is the server's own ({found} in {master_cf}): left to its "
                     "users, not used for the SMTP API"
@@ -282,7 +290,8 @@ def _listeners(
         out.append((Listener(port, service), entry))
     if not out:
         raise SetupError(
-            f"{master_cf}: every SMTP API port ({', '.join(chosen)}) is the server's own; "
+            f"{master_cf}: every SMTP API port ({', '.join(c.port for c in chosen)}) is the "
+            "server's own; "
             "free one, or choose --listeners"
         )
     return out
@@ -296,7 +305,7 @@ def plan_setup(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     dkim: Dkim | None = None,
-    ports: tuple[str, ...] | None = None,
+    listeners: tuple[Listener, ...] | None = None,
 ) -> Plan:
     plan = Plan()
     main_cf = config_dir / "main.cf"
@@ -313,17 +322,17 @@ def plan_setup(
         milter = "unix:" + _chroot_relative(milter.split(":", 1)[1], queue_dir)
     services = parse_master(_postconf(config_dir, "-M"))
     smtp = _options(services["smtp/inet"])[0] if "smtp/inet" in services else []
-    listeners = _listeners(mode, ports, services, plan, config_dir / "master.cf")
+    chosen = _listeners(mode, listeners, services, plan, config_dir / "master.cf")
     relay = RelaySettings(
         tls_cert_file=cert,
         tls_key_file=key,
         auth_socket=_chroot_relative(cfg.auth.socket, queue_dir),
         milter_socket=milter,
-        listeners=tuple(listener for listener, _ in listeners),
+        listeners=tuple(listener for listener, _ in chosen),
         # New services follow the server's own smtp service (Debian: chrooted).
         chroot=smtp[4:5] != ["n"],
         bounce_domain=cfg.bounces.domain,
-        bounce_command=f"{shutil.which('smtpeter') or '/usr/bin/smtpeter'} bounce",
+        bounce_command=_bounce_command(cfg),
         milter_default_action="tempfail" if mode == "relay" else "accept",
     )
     plan.listeners = relay.listeners
@@ -354,7 +363,7 @@ def plan_setup(
         "transport_maps": current.get("transport_maps", ""),
     }
     plan.main.update(list_settings(relay, lists))
-    for (listener, existing), key in zip(listeners, _keys(relay.listeners), strict=True):
+    for (listener, existing), key in zip(chosen, _keys(relay.listeners), strict=True):
         ours = " ".join(parse_master(listener_entry(relay, listener)).values())
         if existing is not None and is_ours(existing):
             # Set up before: its own columns and options stay, ours are renewed.
@@ -374,6 +383,19 @@ def plan_setup(
     # Values equal to what main.cf already says are no change.
     plan.main = {k: v for k, v in plan.main.items() if current.get(k) != v}
     return plan
+
+
+def _bounce_command(cfg: Config) -> str:
+    """The command Postfix's pipe runs for each bounce: the installed smtpeter (else
+    this one), with the config file setup was given when it is not the default."""
+    # Not `python -m smtpeter`: pipe runs the command in Postfix's queue directory,
+    # where our socket directory "smtpeter" would shadow the package.
+    beside = Path(sys.executable).parent / "smtpeter"
+    installed = shutil.which("smtpeter") or (str(beside) if beside.exists() else None)
+    command = [installed or "/usr/bin/smtpeter"]
+    if cfg.source and Path(cfg.source) != DEFAULT_PATH:
+        command += ["--config", str(Path(cfg.source).resolve())]
+    return shlex.join([*command, "bounce"])
 
 
 def _keys(listeners: tuple[Listener, ...]) -> list[str]:
@@ -542,10 +564,10 @@ def setup(
     tls_key: str | None = None,
     reload: bool = True,
     dkim: Dkim | None = None,
-    ports: tuple[str, ...] | None = None,
+    listeners: tuple[Listener, ...] | None = None,
 ) -> Result:
     plan = plan_setup(
-        cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key, dkim=dkim, ports=ports
+        cfg, mode, config_dir, tls_cert=tls_cert, tls_key=tls_key, dkim=dkim, listeners=listeners
     )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

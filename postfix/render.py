@@ -90,6 +90,17 @@ def default_listeners(ports: tuple[str, ...] = PORTS) -> tuple[Listener, ...]:
     return tuple(Listener(p, DEFAULT_SERVICES[p]) for p in ports)
 
 
+def parse_listeners(text: str) -> tuple[Listener, ...]:
+    """A setup --listeners value: ports, each optionally with the master.cf service
+    to serve it ("587,465=203.0.113.5:465,2525"), in SMTPeter's order."""
+    services: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        port, _, service = item.partition("=")
+        services[port.strip()] = service.strip() or DEFAULT_SERVICES.get(port.strip(), "")
+    ports = parse_ports(",".join(services))
+    return tuple(Listener(p, services[p]) for p in ports)
+
+
 def parse_ports(text: str) -> tuple[str, ...]:
     """A --listeners value ("25,587,465,2525") as ports in SMTPeter's order."""
     ports = {p.strip() for p in text.split(",") if p.strip()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,10 +119,10 @@ class BouncesConfig:
     # Forward each bounce to the message's original envelope sender (unless that was
     # empty), so the sender's own bounce handling keeps working.
     forward: bool = True
-    # Where the bounce processor hands forwarded bounces back to Postfix: a loopback
-    # smtpd listener without our milter that accepts only the null sender.
-    reinject_host: str = "127.0.0.1"
-    reinject_port: int = 10026
+    # The sendmail(1) command the bounce processor hands forwarded bounces back to
+    # Postfix with (null sender, through pickup and non_smtpd_milters). Split into
+    # words like a shell command line; the processor adds the sender and recipient.
+    sendmail: str = "/usr/sbin/sendmail"
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,16 @@ _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*$", re.I
 )
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+
+
+def _command_words(command: str) -> list[str] | None:
+    """A command line split as a shell would (no expansion), None if it is empty or
+    its quotes do not balance."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    return words or None
 
 
 def _expected(tp: Any) -> str:
@@ -278,7 +289,11 @@ def _validate(cfg: Config, where: str) -> None:
             "bounces.address_lifetime_days",
             "an integer >= 1",
         ),
-        (0 < cfg.bounces.reinject_port < 65536, "bounces.reinject_port", "a port from 1 to 65535"),
+        (
+            _command_words(cfg.bounces.sendmail) is not None,
+            "bounces.sendmail",
+            "a command such as /usr/sbin/sendmail (shell-style words, not empty)",
+        ),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -41,9 +41,10 @@ def _stack(max_smtpd: int | None = None) -> Iterator[LocalStack]:
         ports=Ports(
             smtp=free_port(),
             submission=free_port(),
+            submissions=free_port(),
+            alternate=free_port(),
             sink=free_port(),
             tracker=free_port(),
-            reinject=free_port(),
         ),
         settings={"auth": {"failure_delay": 0.3}, "milter": {"workers": 2}},
         sink_reject=r"^<?reject-",

@@ -23,6 +23,12 @@ def tls_context(stack: LocalStack) -> ssl.SSLContext:
 
 
 def connect(stack: LocalStack, port: int, *, starttls: bool = True) -> smtplib.SMTP:
+    """A client session on one of the stack's listeners: implicit TLS on the one
+    standing in for 465, else STARTTLS (unless ``starttls`` is False)."""
+    if port == stack.ports.submissions:
+        tls = smtplib.SMTP_SSL("127.0.0.1", port, timeout=30, context=tls_context(stack))
+        tls.ehlo("client.example.net")
+        return tls
     client = smtplib.SMTP("127.0.0.1", port, timeout=30)
     client.ehlo("client.example.net")
     if starttls:

@@ -1,9 +1,12 @@
 """Bounce tracking end to end: Postfix itself bounces a message sent with
 trackbounces; the DSN comes back to the signed return path, the bounce processor
-(run by Postfix's pipe, as user smtpeter) records it and forwards it to the sender."""
+(run by Postfix's pipe, as user smtpeter) records it and forwards it to the sender
+through Postfix's sendmail(1)."""
 
 from __future__ import annotations
 
+import pwd
+import re
 import sqlite3
 import subprocess
 import sys
@@ -92,9 +95,17 @@ def test_postfix_bounce_is_recorded_and_forwarded(
     # The sender gets the bounce, as if there had been no tracking: with the null
     # sender, and the original message's Message-ID inside.
     forwarded = parse(find_delivered(stack, mark))
-    assert forwarded["Return-Path"] == "<>"
+    assert forwarded.get_all("Return-Path") == ["<>"]  # the sink's: the envelope sender
     assert forwarded["Delivered-To"] == "owner@example.com"
     assert forwarded.get_content_type() == "multipart/report"
+    # It went back into Postfix through sendmail(1), run by the processor as user
+    # smtpeter: pickup's Received line, and pickup's log line with the null sender.
+    received = re.search(r"\(Postfix, from userid (\d+)\)\s+id (\w+);", forwarded["Received"])
+    assert received is not None, forwarded["Received"]
+    uid, queue_id = received.groups()
+    assert int(uid) == pwd.getpwnam("smtpeter").pw_uid
+    log = stack.log_file("postfix").read_text()
+    assert re.search(rf"postfix/pickup\[\d+\]: {queue_id}: uid={uid} from=<>\n", log), log
 
 
 def test_bounce_from_a_remote_mta_over_smtp(

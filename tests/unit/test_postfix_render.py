@@ -61,7 +61,8 @@ OURS = "{ unix:/run/smtpeter/milter.sock, default_action=$smtpeter_milter_defaul
 
 def options(services: dict[str, str], key: str) -> dict[str, str]:
     words = services[key].split()
-    return dict(w.split("=", 1) for w, prev in zip(words[1:], words, strict=False) if prev == "-o")
+    pairs = [w.split("=", 1) for w, prev in zip(words[1:], words, strict=False) if prev == "-o"]
+    return {name: value for name, value in pairs}
 
 
 @pytest.mark.parametrize("bounce_domain", [None, "bounces.example.com"])

@@ -63,12 +63,14 @@ def snapshot(d: Path) -> tuple[bytes, bytes]:
 
 
 def services(postfix_dir: Path) -> dict[str, str]:
-    return parse_master(postconf(postfix_dir, "-M"))
+    found: dict[str, str] = parse_master(postconf(postfix_dir, "-M"))
+    return found
 
 
 def options(entry: str) -> dict[str, str]:
     words = entry.split()
-    return dict(w.split("=", 1) for w, prev in zip(words[1:], words, strict=False) if prev == "-o")
+    pairs = [w.split("=", 1) for w, prev in zip(words[1:], words, strict=False) if prev == "-o"]
+    return {name: value for name, value in pairs}
 
 
 MX_SUBMISSION = (

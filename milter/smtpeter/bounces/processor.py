@@ -9,17 +9,21 @@ message on stdin).
    becomes an event (hard or soft bounce; delay notices and auto-replies are
    recorded as such, never as bounces).
 3. The bounce is forwarded to the message's original envelope sender (unless that
-   was empty), so the sender's own bounce handling keeps working.
+   was empty), so the sender's own bounce handling keeps working. It goes back into
+   Postfix through its sendmail(1) with the null sender, so pickup and
+   non_smtpd_milters see it like all other mail.
 
 Exit status, as Postfix's pipe reads it: 0 done (also for dropped input); 75
-(EX_TEMPFAIL) when the store or the reinjection is unavailable, so Postfix keeps the
+(EX_TEMPFAIL) when the store or the forwarding is unavailable, so Postfix keeps the
 bounce and retries. Malformed input never makes this fail permanently.
 """
 
 from __future__ import annotations
 
 import logging
-import smtplib
+import os
+import shlex
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +40,8 @@ EX_TEMPFAIL = 75
 _DAY = 86400.0
 # Postfix's message_size_limit default; a bounce carrying more is cut for parsing.
 MAX_INPUT = 10 * 1024 * 1024
+# How long sendmail(1) may take to queue a forwarded bounce.
+FORWARD_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -100,11 +106,49 @@ def _events(report: Report, uid: str, bounce_id: str) -> list[Event]:
     return events
 
 
+class ForwardError(Exception):
+    """sendmail(1) did not take the forwarded bounce; the message says what ran, where
+    and how it failed."""
+
+
 def _forward(raw: bytes, to: str, cfg: Config) -> None:
-    """Hand the bounce back to Postfix for the original sender, with the null sender
-    (a bounce must never bounce)."""
-    with smtplib.SMTP(cfg.bounces.reinject_host, cfg.bounces.reinject_port, timeout=60) as smtp:
-        smtp.sendmail("", [to], raw)  # MAIL FROM:<>
+    """Hand the bounce back to Postfix for the original sender with its sendmail(1)
+    and the null sender (a bounce must never bounce): ``-f '<>'`` is the null
+    sender, ``-G`` (gateway submission: the message comes from elsewhere) leaves its
+    header addresses as they are, ``-i`` keeps a line of one dot, ``--`` keeps a
+    recipient starting with '-' from being an option.
+
+    No ``-C``: Postfix's pipe(8) exports MAIL_CONFIG (export_environment), so
+    sendmail and postdrop go back into the very instance that delivered the bounce,
+    the system one or a private ``postfix -c DIR`` one, with nothing to keep in sync
+    (and for a user other than root, sendmail refuses ``-C`` with a directory that
+    the default main.cf does not list in alternate_config_directories).
+    """
+    try:
+        words = shlex.split(cfg.bounces.sendmail)
+    except ValueError as e:
+        raise ForwardError(f"bounces.sendmail {cfg.bounces.sendmail!r}: {e}") from None
+    if not words:
+        raise ForwardError("bounces.sendmail is empty")
+    argv = [*words, "-G", "-i", "-f", "<>", "--", to]
+    where = f"{shlex.join(argv)} (MAIL_CONFIG={os.environ.get('MAIL_CONFIG', '-')})"
+    try:
+        result = subprocess.run(
+            argv, input=raw, capture_output=True, timeout=FORWARD_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ForwardError(f"{where}: no exit within {FORWARD_TIMEOUT:g} s, killed") from None
+    except OSError as e:
+        raise ForwardError(f"{where}: cannot run: {e.strerror or e}") from None
+    if result.returncode != 0:
+        status = (
+            f"killed by signal {-result.returncode}"
+            if result.returncode < 0
+            else f"exit status {result.returncode}"
+        )
+        lines = result.stderr.decode("utf-8", "replace").splitlines()
+        stderr = " | ".join(line.strip() for line in lines if line.strip())
+        raise ForwardError(f"{where}: {status}, stderr: {stderr[-1000:] or '(empty)'}")
 
 
 def process(
@@ -143,9 +187,11 @@ def process(
     if cfg.bounces.forward and sender:
         try:
             _forward(raw, sender, cfg)
-        except (OSError, smtplib.SMTPException) as e:
-            # The events are recorded; a retry records them again, which is the lesser
-            # harm than losing the sender's bounce.
-            return Outcome(EX_TEMPFAIL, f"{summary}; forwarding to {sender} failed: {e}")
+        except ForwardError as e:
+            # The events are recorded: Postfix retries with the same queue id, and the
+            # retry finds them (bounce_id) and only forwards.
+            return Outcome(
+                EX_TEMPFAIL, f"{summary}; forwarding to {sender} failed, will retry: {e}"
+            )
         summary += f"; forwarded to {sender}"
     return Outcome(EX_OK, summary)

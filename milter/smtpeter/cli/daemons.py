@@ -84,7 +84,7 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
 
     from smtpeter.cli import exits
     from smtpeter.postfix.configure import Dkim, SetupError, setup, undo
-    from smtpeter.postfix.render import RenderError, parse_ports
+    from smtpeter.postfix.render import RenderError, parse_listeners
 
     config_dir = Path(args.postfix_dir)
     try:
@@ -92,10 +92,10 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
             restored = undo(config_dir, reload=not args.no_reload)
             print(f"restored as before smtpeter's first setup: {', '.join(map(str, restored))}")
             return exits.OK
-        ports = None
+        listeners = None
         if args.listeners is not None:
             try:
-                ports = parse_ports(args.listeners)
+                listeners = parse_listeners(args.listeners)
             except RenderError as e:
                 print(f"smtpeter: postfix setup: {e}", file=sys.stderr)
                 return exits.USAGE
@@ -119,7 +119,7 @@ def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
             tls_key=args.tls_key,
             reload=not args.no_reload,
             dkim=dkim,
-            ports=ports,
+            listeners=listeners,
         )
     except SetupError as e:
         print(f"smtpeter: postfix setup: {e}", file=sys.stderr)

@@ -95,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument(
         "--listeners",
         metavar="PORTS",
-        help="SMTP API listeners, comma-separated from 25,587,465,2525 (default: relay all "
-        "four; addon 587,465,2525 less those the MX already serves)",
+        help="SMTP API listeners, comma-separated from 25,587,465,2525, each optionally "
+        "PORT=SERVICE to name its master.cf service, e.g. 465=203.0.113.5:465 (default: "
+        "relay all four; addon 587,465,2525 less those the MX already serves)",
     )
     setup.add_argument("--dkim-domain", help="sign with OpenDKIM after our milter, for domain D")
     setup.add_argument("--dkim-selector", help="DKIM selector (key made if missing)")

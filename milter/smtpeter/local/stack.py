@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from smtpeter import config as configmod
-from smtpeter.postfix.render import InstanceSettings, RelaySettings, render_instance
+from smtpeter.local import isolate
+from smtpeter.postfix.render import (
+    PORTS,
+    InstanceSettings,
+    Listener,
+    RelaySettings,
+    render_instance,
+)
 from smtpeter.store import open_store
 
 DEFAULT_ROOT = Path("/var/lib/smtpeter-local")
@@ -39,12 +46,22 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
+    # Loopback ports standing in for SMTPeter's 25, 587, 465 (implicit TLS) and 2525.
     smtp: int = 2525
     submission: int = 2587
+    submissions: int = 2465
+    alternate: int = 2626
     sink: int = 2526
     tracker: int = 2580
-    # The loopback listener forwarded bounces come back in through.
-    reinject: int = 2527
+
+    def listener(self, port: str) -> int:
+        """The loopback port standing in for one of SMTPeter's."""
+        return {
+            "25": self.smtp,
+            "587": self.submission,
+            "465": self.submissions,
+            "2525": self.alternate,
+        }[port]
 
 
 BOUNCE_DOMAIN = "bounces.localhost"
@@ -108,6 +125,8 @@ class LocalStack:
     # Postfix's smtp-sink (C, one file per message in Maildir/new) instead of our
     # Python sink: the benchmarks use it so the sink takes little of the CPU.
     fast_sink: bool = False
+    # SMTPeter's listeners to run (each on its loopback stand-in port).
+    listeners: tuple[str, ...] = PORTS
 
     # -- paths ----------------------------------------------------------------------
     @property
@@ -154,6 +173,7 @@ class LocalStack:
         if self.state_file.exists():
             data = json.loads(self.state_file.read_text())
             self.ports = Ports(**data["ports"])
+            self.listeners = tuple(data.get("listeners", PORTS))
             self.sink_reject = data.get("sink_reject")
             self.sink_defer = data.get("sink_defer")
 
@@ -169,7 +189,9 @@ class LocalStack:
                 "listen_port": self.ports.tracker,
                 "base_url": f"http://127.0.0.1:{self.ports.tracker}",
             },
-            "bounces": {"domain": BOUNCE_DOMAIN, "reinject_port": self.ports.reinject},
+            # No bounces.sendmail here: pipe(8) exports this instance's MAIL_CONFIG,
+            # so the default /usr/sbin/sendmail forwards into it.
+            "bounces": {"domain": BOUNCE_DOMAIN},
         }
         for section, values in self.settings.items():
             base.setdefault(section, {}).update(values)
@@ -201,8 +223,9 @@ class LocalStack:
             tls_key_file=str(self.cert_file.with_name("key.pem")),
             auth_socket=cfg.auth.socket,
             milter_socket=cfg.milter.socket if self.with_milter else None,
-            smtp_listen=f"127.0.0.1:{self.ports.smtp}",
-            submission_listen=f"127.0.0.1:{self.ports.submission}",
+            listeners=tuple(
+                Listener(port, f"127.0.0.1:{self.ports.listener(port)}") for port in self.listeners
+            ),
             chroot=False,
             maxproc=str(self.max_smtpd) if self.max_smtpd else "-",
             bounce_domain=cfg.bounces.domain,
@@ -210,7 +233,6 @@ class LocalStack:
                 [self.python, "-m", "smtpeter", "--config", str(self.config_file), "bounce"]
             ),
             bounce_user=SERVICE_USER,
-            reinject_listen=f"{cfg.bounces.reinject_host}:{cfg.bounces.reinject_port}",
         )
         instance = InstanceSettings(
             config_dir=str(self.postfix_dir),
@@ -240,6 +262,7 @@ class LocalStack:
             json.dumps(
                 {
                     "ports": dataclasses.asdict(self.ports),
+                    "listeners": list(self.listeners),
                     "sink_reject": self.sink_reject,
                     "sink_defer": self.sink_defer,
                 }
@@ -300,7 +323,9 @@ class LocalStack:
             return _unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
         if component == "tracker":
             return _port_open(cfg.tracker.listen_port)
-        return self.postfix_running() and _port_open(self.ports.submission)
+        return self.postfix_running() and all(
+            _port_open(self.ports.listener(port)) for port in self.listeners
+        )
 
     def _wait(self, component: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -363,7 +388,9 @@ class LocalStack:
     def start_postfix(self) -> None:
         if self.postfix_running():
             return
-        result = self.postfix("start", check=False)
+        # In a mount namespace of its own, so that sendmail(1) run by its pipe (the
+        # bounce processor, user smtpeter) is accepted by postdrop: see isolate.py.
+        result = isolate.start_postfix(self.postfix_dir, self.run_dir / "postfix-etc")
         if result.returncode != 0:
             raise StackError(
                 "postfix did not start:\n" + result.stderr + self._tail(self.log_file("postfix"))
