@@ -295,6 +295,7 @@ def start_bench(
         ports=Ports(
             smtp=free_port(), submission=free_port(), sink=free_port(), tracker=free_port()
         ),
+        listeners=("587",),  # the one the benchmark sends to
         settings=settings,
         with_milter=with_milter,
         extra_services=extra,
