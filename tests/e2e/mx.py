@@ -37,7 +37,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import pytest
 from passlib.hash import sha512_crypt
 
 from smtpeter.local import isolate
-from smtpeter.local.stack import free_port
+from smtpeter.local.stack import free_port, port_open, unix_open
 
 HOSTNAME = "mx.example.test"
 DOMAIN = "hosted.example"
@@ -67,20 +66,6 @@ _MILTERS = ("second-milter", "opendkim")
 
 class MXError(RuntimeError):
     pass
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _unix_open(path: Path) -> bool:
-    if not path.exists():
-        return False
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(0.5)
-        return s.connect_ex(str(path)) == 0
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -565,22 +550,22 @@ InternalHosts		{trusted}
             "sink",
             [self.python, "-m", "smtpeter", "sink", "--port", str(self.sink_port),
              "--maildir", str(self.sink_dir)],
-            lambda: _port_open(self.sink_port),
+            lambda: port_open(self.sink_port),
         )  # fmt: skip
         self._spawn(
             "second-milter",
             [self.python, str(TESTMILTER), f"inet:{self.second_milter_port}@127.0.0.1"],
-            lambda: _port_open(self.second_milter_port),
+            lambda: port_open(self.second_milter_port),
         )
         self._spawn(
             "opendkim",
             ["opendkim", "-x", str(self.opendkim_conf), "-f"],
-            lambda: _port_open(self.opendkim_port),
+            lambda: port_open(self.opendkim_port),
         )
         self._spawn(
             "dovecot",
             ["dovecot", "-c", str(self.dovecot_conf), "-F"],
-            lambda: _port_open(self.lmtp_port) and _unix_open(self.auth_socket),
+            lambda: port_open(self.lmtp_port) and unix_open(self.auth_socket),
         )
         # As the local stack does, so that sendmail(1) run by a pipe of this
         # instance (the bounce processor forwarding a bounce) is accepted.
@@ -588,7 +573,7 @@ InternalHosts		{trusted}
         if result.returncode != 0:
             raise MXError("postfix did not start:\n" + result.stderr + self._postfix_log())
         deadline = time.monotonic() + 20
-        while not (_port_open(self.smtp_port) and _port_open(self.submission_port)):
+        while not (port_open(self.smtp_port) and port_open(self.submission_port)):
             if time.monotonic() > deadline:
                 raise MXError("postfix is not listening:\n" + self._postfix_log())
             time.sleep(0.05)

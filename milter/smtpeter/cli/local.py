@@ -22,6 +22,15 @@ from smtpeter.postfix.render import PORTS, RenderError, parse_ports
 from smtpeter.store import open_store
 
 DEMO = "demo"
+# Ports fields, each a --NAME-port option.
+_PORT_OPTIONS = {
+    "smtp": "standing in for 25",
+    "submission": "standing in for 587",
+    "submissions": "standing in for 465, implicit TLS",
+    "alternate": "standing in for 2525",
+    "sink": "of the local sink",
+    "tracker": "of the click and open tracker",
+}
 
 
 def add_parser(sub: Any) -> None:
@@ -38,47 +47,18 @@ def add_parser(sub: Any) -> None:
         default=DEFAULT_ROOT,
         help=f"where the stack keeps everything (default {DEFAULT_ROOT})",
     )
-    p.add_argument(
-        "--smtp-port",
-        type=int,
-        default=Ports.smtp,
-        help="loopback port standing in for 25 (default %(default)s)",
-    )
-    p.add_argument(
-        "--submission-port",
-        type=int,
-        default=Ports.submission,
-        help="loopback port standing in for 587 (default %(default)s)",
-    )
-    p.add_argument(
-        "--submissions-port",
-        type=int,
-        default=Ports.submissions,
-        help="loopback port standing in for 465, implicit TLS (default %(default)s)",
-    )
-    p.add_argument(
-        "--alternate-port",
-        type=int,
-        default=Ports.alternate,
-        help="loopback port standing in for 2525 (default %(default)s)",
-    )
+    for field, what in _PORT_OPTIONS.items():
+        p.add_argument(
+            f"--{field.replace('_', '-')}-port",
+            type=int,
+            default=getattr(Ports, field),
+            help=f"loopback port {what} (default %(default)s)",
+        )
     p.add_argument(
         "--listeners",
         default=",".join(PORTS),
         metavar="PORTS",
         help="which of SMTPeter's listeners to run, comma-separated (default %(default)s)",
-    )
-    p.add_argument(
-        "--sink-port",
-        type=int,
-        default=Ports.sink,
-        help="loopback port of the local sink (default %(default)s)",
-    )
-    p.add_argument(
-        "--tracker-port",
-        type=int,
-        default=Ports.tracker,
-        help="loopback port of the click and open tracker (default %(default)s)",
     )
 
 
@@ -159,14 +139,7 @@ def run(args: argparse.Namespace) -> int:
         except RenderError as e:
             print(f"smtpeter: local up: {e}", file=sys.stderr)
             return exits.USAGE
-        stack.ports = Ports(
-            smtp=args.smtp_port,
-            submission=args.submission_port,
-            submissions=args.submissions_port,
-            alternate=args.alternate_port,
-            sink=args.sink_port,
-            tracker=args.tracker_port,
-        )
+        stack.ports = Ports(**{field: getattr(args, f"{field}_port") for field in _PORT_OPTIONS})
     try:
         stack.start()
     except StackError as e:

@@ -76,13 +76,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _unix_open(path: Path) -> bool:
+def unix_open(path: Path) -> bool:
     if not path.exists():
         return False
     with socket.socket(socket.AF_UNIX) as s:
@@ -172,7 +172,9 @@ class LocalStack:
         """Pick up the ports of a stack created earlier in the same directory."""
         if self.state_file.exists():
             data = json.loads(self.state_file.read_text())
-            self.ports = Ports(**data["ports"])
+            known = {f.name for f in dataclasses.fields(Ports)}
+            # A stack made by an older version may name ports this one has no more.
+            self.ports = Ports(**{k: v for k, v in data["ports"].items() if k in known})
             self.listeners = tuple(data.get("listeners", PORTS))
             self.sink_reject = data.get("sink_reject")
             self.sink_defer = data.get("sink_defer")
@@ -316,15 +318,15 @@ class LocalStack:
     def _ready(self, component: str) -> bool:
         cfg = self.config()
         if component == "sink":
-            return _port_open(self.ports.sink)
+            return port_open(self.ports.sink)
         if component == "authd":
-            return _unix_open(Path(cfg.auth.socket))
+            return unix_open(Path(cfg.auth.socket))
         if component == "milter":
-            return _unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
+            return unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
         if component == "tracker":
-            return _port_open(cfg.tracker.listen_port)
+            return port_open(cfg.tracker.listen_port)
         return self.postfix_running() and all(
-            _port_open(self.ports.listener(port)) for port in self.listeners
+            port_open(self.ports.listener(port)) for port in self.listeners
         )
 
     def _wait(self, component: str, timeout: float = 30.0) -> None:
