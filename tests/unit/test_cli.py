@@ -54,6 +54,22 @@ def test_create_prints_a_password_once_and_stores_only_its_hash(conf: Path) -> N
     assert "password" not in json.loads(shown.stdout)
 
 
+@pytest.mark.parametrize("command", ["create", "rotate"])
+def test_text_mode_prints_the_password_exactly_once_and_it_works(conf: Path, command: str) -> None:
+    if command == "rotate":
+        assert run(conf, "login", "create", "delta").returncode == 0
+    result = run(conf, "login", command, "delta")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("password: ")]
+    assert len(lines) == 1, result.stdout
+    password = lines[0].removeprefix("password: ")
+    assert len(password.split(" ")) == 6  # six groups of five, as documented
+    # Printed nowhere else: not twice on stdout, not on stderr.
+    assert result.stdout.count(password) == 1 and password not in result.stderr
+    login = open_store(load(conf).store).get_login("delta")
+    assert login is not None and logins.verify_password(login.password_hash, password)
+
+
 def test_text_output_and_list(conf: Path) -> None:
     created = run(conf, "login", "create", "alpha")
     assert created.returncode == 0

@@ -57,12 +57,30 @@ def relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RelayCont
     ctx.features_thread.shutdown()
 
 
+class PostfixCtx(testctx.TestCtx):  # type: ignore[misc]
+    """TestCtx with Postfix's chgheader: the index is 1-based per header name (any
+    letter case), an empty value deletes that one copy, and later copies shift down.
+    TestCtx's own deletes every copy whatever the index, which would hide a wrong
+    index or a missed copy."""
+
+    def chgheader(self, field: str, idx: int, value: str) -> None:
+        headers = self._msg._headers
+        copies = [i for i, (name, _) in enumerate(headers) if name.lower() == field.lower()]
+        if not 1 <= idx <= len(copies):
+            return  # Postfix ignores an index past the last copy
+        if value == "":
+            del headers[copies[idx - 1]]
+        else:
+            headers[copies[idx - 1]] = (headers[copies[idx - 1]][0], value)
+        self._headerschanged = True
+
+
 def feed(
     raw: bytes, login: str | None = None, daemon: str | None = "smtpeter"
 ) -> tuple[int, testctx.TestCtx]:
     """Feed one message; ``daemon`` is the listener's {daemon_name} (smtpeter's own
     listeners say "smtpeter"; None: a Postfix that does not send the macro)."""
-    ctx = testctx.TestCtx()
+    ctx = PostfixCtx()
     ctx._setsymval("i", "4F3A21B0C9")
     if daemon is not None:
         ctx._setsymval("{daemon_name}", daemon)
@@ -115,6 +133,25 @@ def test_malformed_value_is_rejected_naming_header_and_value(relay: RelayContext
     code, xcode, text = ctx._reply
     assert (code, xcode) == ("550", "5.6.0")
     assert "X-SMTPeter-TrackOpens" in text and '"sometimes"' in text
+
+
+@pytest.mark.parametrize("login", [None, "plain"])
+def test_every_copy_of_every_instruction_header_goes_and_nothing_else(
+    relay: RelayContext, login: str | None
+) -> None:
+    raw = message(
+        "X-SMTPeter-Campaign: one", "Keep-Me: 1", "x-smtpeter-campaign: two",
+        "X-SMTPETER-CAMPAIGN: three", "Keep-Me: 2", "x-smtpeter-tag: a", "X-Smtpeter-Tag: b",
+        "Keep-Me: 3",
+    )  # fmt: skip
+    rc, ctx = feed(raw, login=login)
+    assert rc == Milter.ACCEPT
+    kept = [(n, v) for n, v in ctx._msg.items() if n.lower() not in ("from", "to")]
+    assert kept == [
+        ("Subject", "t"), ("Message-ID", "<t1@example.com>"), ("Keep-Me", "1"),
+        ("Keep-Me", "2"), ("Keep-Me", "3"), ("MIME-Version", "1.0"),
+        ("Content-Type", "text/html; charset=utf-8"),
+    ]  # fmt: skip
 
 
 def test_conflicting_repeated_headers_are_rejected(relay: RelayContext) -> None:
@@ -291,7 +328,7 @@ def test_trackbounces_sets_a_signed_return_path(relay: RelayContext) -> None:
 
 def test_trackbounces_keeps_the_null_sender(relay: RelayContext) -> None:
     _with_bounce_domain(relay)
-    ctx = testctx.TestCtx()
+    ctx = PostfixCtx()
     ctx._setsymval("{auth_authen}", "plain")
     ctx._connect(ip="192.0.2.1")
     rc = ctx._feedFile(BytesIO(message("x-smtpeter-trackbounces: true")), "", "b@example.org")

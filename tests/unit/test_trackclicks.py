@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html as htmllib
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -597,28 +596,36 @@ def test_text_without_trackable_links_untouched(text: str) -> None:
 # --- hostile input stays linear ------------------------------------------------------
 
 
+@pytest.mark.timeout(30)  # a hang guard; how fast it is, bench/ measures
 @pytest.mark.parametrize(
-    "html",
+    ("html", "links"),
     [
-        "<" * 200_000,
-        "<a " * 100_000,
-        '<a x="' + "y" * 200_000,
-        "<!--" * 50_000,
-        "<a " + "b=c " * 50_000 + ">",
-        '<a href="https://e.com/">' + "<b>" * 50_000,
-        '<a href="https://e.com/?' + "&" * 200_000 + '">x</a>',
+        ("<" * 200_000, []),
+        ("<a " * 100_000, []),
+        ('<a x="' + "y" * 200_000, []),
+        ("<!--" * 50_000, []),
+        ("<a " + "b=c " * 50_000 + ">", []),
+        ('<a href="https://e.com/">' + "<b>" * 50_000, ["https://e.com/"]),
+        (
+            '<a href="https://e.com/?' + "&" * 200_000 + '">x</a>',
+            ["https://e.com/?" + "&" * 200_000],
+        ),
     ],
 )
-def test_hostile_markup_is_fast(html: str) -> None:
-    start = time.perf_counter()
-    track_links(html, FakeTracker(), preventscam=True)
-    assert time.perf_counter() - start < 2.0
+def test_hostile_markup_is_handled(html: str, links: list[str]) -> None:
+    tracker = FakeTracker()
+    out = track_links(html, tracker, preventscam=True)
+    # Exactly the real links are tracked, and nothing else of the markup changes.
+    assert tracker.asked == links
+    expected = html
+    for i, link in enumerate(links, 1):
+        expected = expected.replace(f'href="{link}"', f'href="{TRACKER}c/{i}"', 1)
+    assert out == expected
 
 
-def test_long_run_of_closing_brackets_is_fast() -> None:
+@pytest.mark.timeout(30)
+def test_long_run_of_closing_brackets() -> None:
     text = "https://e.com/" + ")" * 200_000
-    start = time.perf_counter()
     out, asked = text_track(text)
-    assert time.perf_counter() - start < 2.0
     assert asked == ["https://e.com/"]
     assert out == "https://t.example/c/1" + ")" * 200_000
