@@ -8,6 +8,7 @@ misspelt setting that is silently ignored is worse than a refusal to start.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import shlex
@@ -34,8 +35,15 @@ class ConfigError(Exception):
 class StoreConfig:
     # SQLite database file (WAL mode). The directory must be writable by the daemons.
     sqlite_path: str = "/var/lib/smtpeter/smtpeter.db"
-    # Seconds a writer waits for a lock held by another process before failing.
-    busy_timeout: float = 5.0
+    # Seconds one SQLite statement waits for a lock held by another process before
+    # the store retries it (see retry_seconds).
+    busy_timeout: float = 1.0
+    # Seconds one store operation (a login lookup, a message or event write) keeps
+    # waiting and retrying while the database is locked, with a warning logged, before
+    # it fails and the client gets a 4xx. Well under Postfix's 10 s AUTH reply limit
+    # and its milter timeouts (milter_command_timeout 30 s, milter_content_timeout
+    # 300 s). 0: no retries (busy_timeout alone).
+    retry_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,26 @@ class AuthConfig:
     hash_workers: int = 2
     # A request a client abandoned mid-conversation is dropped after this many seconds.
     request_timeout: float = 300.0
+    # Password guessing (auth/throttle.py). After throttle_after failures from one
+    # client address (IPv6: its /throttle_ipv6_prefix network), its attempts are paced:
+    # at most one password every throttle_interval seconds is checked, across all its
+    # connections; an attempt that would wait too long fails at once. A login with
+    # throttle_after failures (from anywhere) makes each attempt on it wait
+    # throttle_interval, never more. 0 turns pacing off.
+    throttle_after: int = 10
+    throttle_interval: float = 1.0
+    # At lockout_after failures the address is locked for lockout_seconds: every AUTH
+    # from it fails unchecked. Counts are forgotten lockout_seconds after an address's
+    # last failure. 0 turns locking off.
+    lockout_after: int = 30
+    lockout_seconds: float = 600.0
+    # At most this many addresses (and as many login names) are tracked, least
+    # recently seen dropped first.
+    throttle_max_addresses: int = 100000
+    throttle_ipv6_prefix: int = 64
+    # Client networks never paced nor locked (their failures still count per login and
+    # are logged), as Postfix exempts $mynetworks from its own rate limits.
+    throttle_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,14 @@ class MilterConfig:
     # Seconds the HTML feature pipeline may take for one message before the message
     # is answered with a temporary failure.
     feature_timeout: float = 60.0
+    # At most this many x-smtpeter-* headers in one message: more is refused (5xx) on
+    # the API's listeners; on the server's own services they are then left as they
+    # are (removing tens of thousands makes Postfix's cleanup fail).
+    max_instruction_headers: int = 100
+    # Postfix's message_size_limit in bytes: a rewrite that would take a message past
+    # it is not applied (the message goes out untouched). null: read it from Postfix
+    # (postconf) at start; 0: no limit.
+    message_size_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +114,11 @@ class FeaturesConfig:
     inliner: Inliner = "css-inline"
     # Track links in text/plain parts too (off: plain text stays byte for byte).
     track_plain_text: bool = False
+    # An HTML part nested deeper than this, or larger than max_html_bytes
+    # characters, is not inlined (it goes out as it was; the skip is logged and
+    # recorded): css-inline crashes on about 12,000 nested elements. 0: no bound.
+    max_html_depth: int = 1000
+    max_html_bytes: int = 5000000
 
 
 @dataclass(frozen=True)
@@ -158,6 +199,15 @@ def _command_words(command: str) -> list[str] | None:
     except ValueError:
         return None
     return words or None
+
+
+def _network(text: str) -> bool:
+    """True if ``text`` is an IP address or network (host bits may be set)."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _expected(tp: Any) -> str:
@@ -251,9 +301,44 @@ def _validate(cfg: Config, where: str) -> None:
         (cfg.auth.cache_max_entries >= 0, "auth.cache_max_entries", "an integer >= 0"),
         (cfg.auth.hash_workers >= 1, "auth.hash_workers", "an integer >= 1"),
         (cfg.auth.request_timeout > 0, "auth.request_timeout", "a number of seconds > 0"),
+        (cfg.auth.throttle_after >= 0, "auth.throttle_after", "an integer >= 0"),
+        (
+            0 < cfg.auth.throttle_interval <= 8,
+            "auth.throttle_interval",
+            "a number of seconds above 0 and at most 8",
+        ),
+        (cfg.auth.lockout_after >= 0, "auth.lockout_after", "an integer >= 0"),
+        (cfg.auth.lockout_seconds > 0, "auth.lockout_seconds", "a number of seconds > 0"),
+        (
+            cfg.auth.throttle_max_addresses >= 1,
+            "auth.throttle_max_addresses",
+            "an integer >= 1",
+        ),
+        (
+            0 <= cfg.auth.throttle_ipv6_prefix <= 128,
+            "auth.throttle_ipv6_prefix",
+            "a prefix length from 0 to 128",
+        ),
+        (
+            all(_network(n) for n in cfg.auth.throttle_exempt),
+            "auth.throttle_exempt",
+            "a list of IP addresses or networks such as 192.0.2.0/24",
+        ),
         (0 <= cfg.milter.workers <= 256, "milter.workers", "an integer from 0 to 256"),
         (cfg.milter.timeout > 0, "milter.timeout", "an integer number of seconds > 0"),
         (cfg.milter.feature_timeout > 0, "milter.feature_timeout", "a number of seconds > 0"),
+        (
+            1 <= cfg.milter.max_instruction_headers <= 10000,
+            "milter.max_instruction_headers",
+            "an integer from 1 to 10000",
+        ),
+        (
+            cfg.milter.message_size_limit is None or cfg.milter.message_size_limit >= 0,
+            "milter.message_size_limit",
+            "a number of bytes >= 0, or null",
+        ),
+        (cfg.features.max_html_depth >= 0, "features.max_html_depth", "an integer >= 0"),
+        (cfg.features.max_html_bytes >= 0, "features.max_html_bytes", "an integer >= 0"),
         (
             cfg.milter.socket.startswith(("unix:", "local:", "inet:", "inet6:")),
             "milter.socket",
@@ -262,6 +347,7 @@ def _validate(cfg: Config, where: str) -> None:
         (os.path.isabs(cfg.auth.socket), "auth.socket", "an absolute path"),
         (os.path.isabs(cfg.store.sqlite_path), "store.sqlite_path", "an absolute path"),
         (cfg.store.busy_timeout >= 0, "store.busy_timeout", "a number of seconds >= 0"),
+        (cfg.store.retry_seconds >= 0, "store.retry_seconds", "a number of seconds >= 0"),
         (
             cfg.tracker.base_url.startswith(("http://", "https://"))
             and not cfg.tracker.base_url.endswith("/"),
@@ -336,6 +422,7 @@ def to_yaml(cfg: Config) -> str:
     data = dataclasses.asdict(cfg)
     data.pop("source", None)
     data["tracker"]["trusted_proxies"] = list(data["tracker"]["trusted_proxies"])
+    data["auth"]["throttle_exempt"] = list(data["auth"]["throttle_exempt"])
     for section in ("auth", "milter"):
         data[section]["socket_mode"] = f"{data[section]['socket_mode']:04o}"
     return yaml.safe_dump(data, sort_keys=False)

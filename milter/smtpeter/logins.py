@@ -40,6 +40,9 @@ class Login:
     password_hash: str
     enabled: bool = True
     features: FeatureSet = field(default_factory=FeatureSet)
+    # Rewrite the body of mail that already carries a DKIM-Signature (which breaks
+    # that signature): for senders who leave signing to the relay's own DKIM step.
+    rewrite_signed: bool = False
     created_at: str = ""
     updated_at: str = ""
 

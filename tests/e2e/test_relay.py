@@ -214,7 +214,8 @@ def test_every_instruction_header_is_removed(stack: LocalStack, make_login: Make
         "X-SMTPeter-InlineCSS: false\r\n"
         "x-smtpeter-inlinecss: false\r\n"
         "X-SMTPETER-TRACKOPENS:\r\n  false\r\n"
-        "x-smtpeter-campaign: spring\r\n"
+        "x-smtpeter-tags: spring\r\n"
+        "X-SMTPeter-Images: false\r\n"
         "x-smtpeter-preventscam: true\r\n"
         "X-Other: kept\r\n"
     )

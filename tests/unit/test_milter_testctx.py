@@ -140,9 +140,9 @@ def test_every_copy_of_every_instruction_header_goes_and_nothing_else(
     relay: RelayContext, login: str | None
 ) -> None:
     raw = message(
-        "X-SMTPeter-Campaign: one", "Keep-Me: 1", "x-smtpeter-campaign: two",
-        "X-SMTPETER-CAMPAIGN: three", "Keep-Me: 2", "x-smtpeter-tag: a", "X-Smtpeter-Tag: b",
-        "Keep-Me: 3",
+        "X-SMTPeter-Tags: one", "Keep-Me: 1", "x-smtpeter-tags: two",
+        "X-SMTPETER-TAGS: three", "Keep-Me: 2", "x-smtpeter-images: a",
+        "X-Smtpeter-Images: b", "Keep-Me: 3",
     )  # fmt: skip
     rc, ctx = feed(raw, login=login)
     assert rc == Milter.ACCEPT

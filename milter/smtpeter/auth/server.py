@@ -15,6 +15,10 @@ What Postfix does with our answers shapes the rules here:
 * Postfix ignores ``temp`` on ``FAIL``. When the store is down we close the connection
   instead: Postfix answers ``454 4.7.0`` and reconnects for the next attempt.
 * Postfix gives up on a reply after 10 s, so the failure delay stays below that.
+* Password guessing is throttled per client address and per login (see
+  :mod:`smtpeter.auth.throttle`): a paced attempt waits for its slot before its password
+  is checked, a locked-out or over-budget one fails at once, unchecked. Each failure is
+  logged on a line of its own (``auth failure rip=...``) for fail2ban.
 * A client that aborts (``*``) is never reported to us: requests waiting for ``CONT``
   expire after ``request_timeout``.
 
@@ -57,6 +61,8 @@ from smtpeter.auth.codec import (
     parse_client_line,
 )
 from smtpeter.auth.credentials import Credentials, Lookup, Verify
+from smtpeter.auth.throttle import MAX_REPLY_SECONDS, REFUSALS, Admission, Standing, Throttle
+from smtpeter.logsafe import escape
 
 __all__ = [
     "FAIL_REASON",
@@ -64,6 +70,7 @@ __all__ = [
     "AuthServer",
     "Credentials",
     "Lookup",
+    "Throttle",
     "Verify",
     "valid_login_name",
 ]
@@ -80,6 +87,9 @@ MAX_USERNAME_BYTES: Final = 255
 MAX_REQUESTS_PER_CONNECTION: Final = 1024
 
 SUPPORTED_MECHANISMS: Final = ("PLAIN", "LOGIN")
+
+#: How often an attempt held by the throttle asks again.
+_HOLD_POLL: Final = 0.02
 
 _LOGIN_USERNAME_PROMPT: Final = b"Username:"
 _LOGIN_PASSWORD_PROMPT: Final = b"Password:"
@@ -103,18 +113,6 @@ def valid_login_name(raw: bytes) -> str | None:
     return name
 
 
-def _printable(raw: bytes, limit: int = 64) -> str:
-    """A log-safe rendering of a refused login name."""
-    text = repr(raw[:limit])
-    return text + ("..." if len(raw) > limit else "")
-
-
-def _loggable(text: str, limit: int = 64) -> str:
-    """Client-supplied protocol text, made safe for a log line."""
-    text = text[:limit]
-    return text if text.isascii() and text.isprintable() else repr(text)
-
-
 class _BackendError(Exception):
     """The store or the hasher failed: the connection must be closed."""
 
@@ -132,6 +130,8 @@ class _Request:
     step: Step
     username: bytes = b""
     timer: asyncio.TimerHandle | None = None
+    #: The throttle's key for the client address (``None``: exempt from it).
+    address: str | None = "unknown"
 
 
 class AuthServer:
@@ -139,7 +139,8 @@ class AuthServer:
 
     ``lookup`` and ``verify`` are injected so the server knows nothing of the store or
     the hash scheme. ``dummy_hash`` must be a valid hash of the scheme ``verify`` checks
-    (of a random password): unknown logins are verified against it.
+    (of a random password): unknown logins are verified against it. ``throttle`` holds
+    the failure counts; by default a :class:`Throttle` with its default settings.
     """
 
     def __init__(
@@ -154,6 +155,7 @@ class AuthServer:
         request_timeout: float = 300.0,
         hash_workers: int = 2,
         shutdown_grace: float = 5.0,
+        throttle: Throttle | None = None,
     ) -> None:
         if not 0 <= failure_delay < 10:
             raise ValueError("failure_delay must be at least 0 and below 10 seconds")
@@ -168,6 +170,7 @@ class AuthServer:
         self.request_timeout = request_timeout
         self.shutdown_grace = shutdown_grace
         self.cache = CredentialCache(cache_ttl, cache_max_entries)
+        self.throttle = throttle if throttle is not None else Throttle()
         self._lookup_pool = ThreadPoolExecutor(
             max_workers=2, thread_name_prefix="smtpeter-auth-lookup"
         )
@@ -416,12 +419,19 @@ class _Connection:
             logger.info("cuid=%d: shutting down, closing instead of a new AUTH", self.cuid)
             self.close()
             return
-        rip = _loggable(line.rip or "unknown")
-        mechanism = _loggable(line.mechanism)
+        rip = escape(line.rip or "unknown", 64)
+        mechanism = escape(line.mechanism, 64)
         if not line.secured:
             logger.debug("cuid=%d id=%d: AUTH without TLS (no 'secured')", self.cuid, request_id)
         self._active.add(request_id)
         request = _Request(request_id, mechanism, rip, "plain")
+        request.address = self.server.throttle.address_key(line.rip)
+        complete = line.mechanism == "PLAIN" and line.resp is not None
+        if not complete and self.server.throttle.locked(request.address):
+            # Locked out: no prompts either (with the credentials here, _authenticate
+            # refuses it and can name the login).
+            self._spawn(self._fail(request, None, "locked"))
+            return
 
         if line.mechanism not in SUPPORTED_MECHANISMS:
             self._spawn(self._fail(request, None, "unknown-mechanism"))
@@ -503,12 +513,18 @@ class _Connection:
         self, request: _Request, authcid: bytes, password_raw: bytes, authzid: bytes
     ) -> None:
         server = self.server
+        throttle = server.throttle
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         name = valid_login_name(authcid)
         if name is None:
-            await self._fail(request, None, "invalid-name", shown=_printable(authcid))
+            await self._fail(request, None, "invalid-name", shown=escape(authcid, 64), raw=authcid)
             return
         if authzid and authzid != authcid:
-            await self._fail(request, name, "authzid-mismatch")
+            await self._fail(request, name, "authzid-mismatch", started=started)
+            return
+        if throttle.locked(request.address):
+            await self._fail(request, name, "locked")
             return
         try:
             password = password_raw.decode("utf-8")
@@ -518,8 +534,30 @@ class _Connection:
             password = password_raw.decode("utf-8", "replace")
             password_is_text = False
 
+        admission: Admission | None = None
         try:
             credentials = await server.lookup(name)
+            # The lookup reveals nothing; the password waits for the throttle's slot.
+            while True:
+                budget = MAX_REPLY_SECONDS - (loop.time() - started)
+                admission = throttle.admit(request.address, name, budget=budget)
+                if not admission.hold:
+                    break
+                if budget <= _HOLD_POLL:
+                    admission = Admission(request.address, name, refused="throttled")
+                    break
+                # Attempts from this address in flight may yet fail: wait for them.
+                await asyncio.sleep(_HOLD_POLL)
+            if admission.refused is not None:
+                refusal = admission.refused
+                admission = None
+                await self._fail(request, name, refusal)
+                return
+            if admission.wait > 0:
+                await asyncio.sleep(admission.wait)
+                if throttle.locked(request.address):
+                    await self._fail(request, name, "locked")
+                    return
             cached = False
             if credentials is None:
                 await server.verify(server.dummy_hash, password)
@@ -555,13 +593,17 @@ class _Connection:
             )
             self.close()
             return
+        finally:
+            # Before a failure is counted, so the attempt is not counted twice.
+            if admission is not None:
+                throttle.release(admission)
 
         if result == "ok" and credentials is not None:
             self._log(request, name, "ok", cached=cached)
             await self._send(format_ok(request.request_id, credentials.name))
             self._active.discard(request.request_id)
         else:
-            await self._fail(request, name, result, cached=cached)
+            await self._fail(request, name, result, cached=cached, started=started)
 
     async def _fail(
         self,
@@ -571,16 +613,63 @@ class _Connection:
         *,
         cached: bool = False,
         shown: str | None = None,
+        raw: bytes | None = None,
+        started: float | None = None,
     ) -> None:
-        """Log now, answer FAIL after the failure delay (other requests go on meanwhile)."""
+        """Count and log now, answer FAIL after the failure delay (other requests go on
+        meanwhile).
+
+        The delay runs from ``started`` (when the credentials arrived; now if not given),
+        so time spent waiting for the throttle counts towards it. A refusal (locked out,
+        or over the throttle's budget) is answered at once and not counted.
+        """
         self._log(request, shown if name is None else name, result, cached=cached)
+        refused = result in REFUSALS
+        if result != "expired":
+            throttle = self.server.throttle
+            if refused:
+                standing = throttle.standing(request.address, name)
+            else:
+                standing = throttle.fail(request.address, name)
+            login = raw if raw is not None else name
+            self._log_failure(request, login, result, standing)
         try:
-            if self.server.failure_delay > 0:
-                await asyncio.sleep(self.server.failure_delay)
+            delay = self.server.failure_delay
+            if started is not None:
+                delay -= asyncio.get_running_loop().time() - started
+            if not refused and delay > 0:
+                await asyncio.sleep(delay)
             # user= repeats the client's own name, never the store's spelling of it.
             await self._send(format_fail(request.request_id, user=name, reason=FAIL_REASON))
         finally:
             self._active.discard(request.request_id)
+
+    def _log_failure(
+        self, request: _Request, login: str | bytes | None, result: str, standing: Standing
+    ) -> None:
+        """One line per failed attempt, for people and fail2ban: the address first (as
+        Postfix gave it), then the counts, then what the client sent, escaped and quoted."""
+        logger.warning(
+            "auth failure rip=%s failures=%d locked=%s login=%s login_failures=%d reason=%s"
+            " mech=%s cuid=%d id=%d",
+            request.rip,
+            standing.failures,
+            "yes" if standing.locked else "no",
+            "-" if login is None else escape(login, 64, quoted=True),
+            standing.login_failures,
+            result,
+            request.mechanism,
+            self.cuid,
+            request.request_id,
+        )
+        if standing.lock_started:
+            logger.warning(
+                "auth lockout rip=%s failures=%d seconds=%g: every AUTH from this address"
+                " fails unchecked until the lock ends",
+                request.rip,
+                standing.failures,
+                self.server.throttle.lockout_seconds,
+            )
 
     def _log(self, request: _Request, login: str | None, result: str, *, cached: bool) -> None:
         logger.info(

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from smtpeter.bounces.detect import Report, detect
 from smtpeter.config import Config
 from smtpeter.events import Event, EventType
+from smtpeter.logsafe import escape
 from smtpeter.store import Store, StoreError, open_store
 from smtpeter.tracker.keys import KeyRing
 
@@ -158,16 +159,20 @@ def process(
     retry after a failed forward record nothing twice."""
     token = _token(recipient, cfg)
     if token is None:
-        return Outcome(EX_OK, f"dropped: {recipient!r} is not a return path of ours")
+        return Outcome(EX_OK, f"dropped: {escape(recipient)} is not a return path of ours")
     try:
         store = store or open_store(cfg.store)
         signer = KeyRing.from_config(store, cfg.tracker).signer()
         uid = signer.verify_return_path(token, cfg.bounces.address_lifetime_days * _DAY)
         if uid is None:
-            return Outcome(EX_OK, f"dropped: tampered, unknown or expired return path {recipient}")
+            return Outcome(
+                EX_OK, f"dropped: tampered, unknown or expired return path {escape(recipient)}"
+            )
         messages = store.messages(uid=uid, limit=1)
         if not messages:
-            return Outcome(EX_OK, f"dropped: no message {uid} for return path {recipient}")
+            return Outcome(
+                EX_OK, f"dropped: no message {escape(uid)} for return path {escape(recipient)}"
+            )
         message = messages[0]
         report = detect(raw[:MAX_INPUT])
         events = _events(report, uid, bounce_id)
@@ -179,9 +184,11 @@ def process(
     except StoreError as e:
         return Outcome(EX_TEMPFAIL, f"store unavailable, will retry: {e}")
     kinds = ",".join(f"{e.recipient or '-'}:{e.detail.get('kind', e.type)}" for e in events)
+    # Everything below comes from the bounce or the message: escaped for the log line.
     summary = (
-        f"message {uid} (queue id {message.queue_id}, login {message.login or '-'}): "
-        f"detector={report.detector} events={kinds or 'none'}"
+        f"message {escape(uid)} (queue id {escape(message.queue_id)},"
+        f" login {escape(message.login or '-')}): "
+        f"detector={escape(report.detector)} events={escape(kinds) or 'none'}"
     )
     sender = message.envelope_sender.strip().strip("<>")
     if cfg.bounces.forward and sender:
@@ -191,7 +198,8 @@ def process(
             # The events are recorded: Postfix retries with the same queue id, and the
             # retry finds them (bounce_id) and only forwards.
             return Outcome(
-                EX_TEMPFAIL, f"{summary}; forwarding to {sender} failed, will retry: {e}"
+                EX_TEMPFAIL,
+                f"{summary}; forwarding to {escape(sender)} failed, will retry: {escape(str(e))}",
             )
-        summary += f"; forwarded to {sender}"
+        summary += f"; forwarded to {escape(sender)}"
     return Outcome(EX_OK, summary)

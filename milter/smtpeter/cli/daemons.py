@@ -12,6 +12,7 @@ import sys
 from smtpeter import logins, logsetup
 from smtpeter.auth.credentials import Credentials
 from smtpeter.auth.server import AuthServer
+from smtpeter.auth.throttle import Throttle
 from smtpeter.config import Config
 from smtpeter.store import open_store
 
@@ -36,6 +37,15 @@ def run_authd(cfg: Config) -> int:
         cache_max_entries=cfg.auth.cache_max_entries,
         request_timeout=cfg.auth.request_timeout,
         hash_workers=cfg.auth.hash_workers,
+        throttle=Throttle(
+            throttle_after=cfg.auth.throttle_after,
+            throttle_interval=cfg.auth.throttle_interval,
+            lockout_after=cfg.auth.lockout_after,
+            lockout_seconds=cfg.auth.lockout_seconds,
+            max_entries=cfg.auth.throttle_max_addresses,
+            ipv6_prefix=cfg.auth.throttle_ipv6_prefix,
+            exempt=cfg.auth.throttle_exempt,
+        ),
     )
 
     async def main() -> None:

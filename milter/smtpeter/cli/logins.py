@@ -30,6 +30,10 @@ def add_parser(sub: Any) -> None:
     for f in NAMES:
         create.add_argument(f"--{f}", action="store_true", help=f"turn {f} on for this login")
     create.add_argument("--disabled", action="store_true", help="create the login disabled")
+    create.add_argument(
+        "--rewrite-signed", action="store_true",
+        help="apply content features to mail that already has a DKIM-Signature (breaks it)",
+    )  # fmt: skip
     cmd("list", "list logins", with_name=False)
     cmd("show", "show one login")
     change = cmd("set", "turn features on or off for a login")
@@ -38,6 +42,11 @@ def add_parser(sub: Any) -> None:
             f"--{f}", dest=f, action=argparse.BooleanOptionalAction, default=None,
             help=f"turn {f} on (--{f}) or off (--no-{f})",
         )  # fmt: skip
+    change.add_argument(
+        "--rewrite-signed", dest="rewrite_signed", action=argparse.BooleanOptionalAction,
+        default=None, help="rewrite the body of DKIM-signed mail too (--rewrite-signed) or "
+        "leave it as signed (--no-rewrite-signed, the default)",
+    )  # fmt: skip
     cmd("rotate", "give a login a new password and print it (shown once)")
     cmd("disable", "refuse AUTH for a login (its messages in the queue still go out)")
     cmd("enable", "allow AUTH for a disabled login")
@@ -49,6 +58,7 @@ def _as_dict(login: Login, password: str | None = None) -> dict[str, Any]:
         "name": login.name,
         "enabled": login.enabled,
         "features": login.features.as_dict(),
+        "rewrite_signed": login.rewrite_signed,
         "created_at": login.created_at,
         "updated_at": login.updated_at,
     }
@@ -66,6 +76,7 @@ def _print(login: Login, as_json: bool, password: str | None = None) -> None:
         print(f"password: {password}")
     print(f"enabled:  {'yes' if login.enabled else 'no'}")
     print(f"features: {', '.join(login.features.enabled()) or 'none'}")
+    print(f"signed:   {'rewritten' if login.rewrite_signed else 'left as signed'}")
     print(f"created:  {login.created_at}")
     print(f"updated:  {login.updated_at}")
     if password is not None:
@@ -90,6 +101,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     password_hash=logins.hash_password(password),
                     enabled=not args.disabled,
                     features=FeatureSet(**{f: bool(getattr(args, f)) for f in NAMES}),
+                    rewrite_signed=args.rewrite_signed,
                 )
             )
             _print(login, args.json, password)
@@ -110,13 +122,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             _print(found, args.json)
         elif cmd == "set":
             changes = {f: getattr(args, f) for f in NAMES if getattr(args, f) is not None}
-            if not changes:
+            if not changes and args.rewrite_signed is None:
                 print(
                     "smtpeter: login set: name at least one --FEATURE or --no-FEATURE",
                     file=sys.stderr,
                 )
                 return exits.USAGE
-            _print(store.update_login(args.name, features=changes), args.json)
+            updated = store.update_login(
+                args.name, features=changes, rewrite_signed=args.rewrite_signed
+            )
+            _print(updated, args.json)
         elif cmd == "rotate":
             password = logins.generate_password()
             login = store.update_login(args.name, password_hash=logins.hash_password(password))

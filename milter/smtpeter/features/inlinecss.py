@@ -50,7 +50,7 @@ import css_inline
 import cssutils  # type: ignore[import-untyped]
 from premailer import Premailer
 
-__all__ = ["ENGINES", "Engine", "make_inliner"]
+__all__ = ["ENGINES", "Engine", "make_inliner", "nesting_depth", "not_inlinable"]
 
 Engine = Literal["css-inline", "premailer"]
 ENGINES: tuple[str, ...] = get_args(Engine)
@@ -140,3 +140,63 @@ def _make_premailer() -> Callable[[str], str]:
         return result
 
     return inline
+
+
+# Elements that never hold others (void), and those whose end tag HTML lets a writer
+# leave out (the parser closes them itself, so an unclosed one is no nesting).
+_FLAT = frozenset(
+    (
+        *("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta"),
+        *("param", "source", "track", "wbr", "p", "li", "dt", "dd", "tr", "td", "th"),
+        *("option", "optgroup", "thead", "tbody", "tfoot", "colgroup", "caption"),
+        *("rb", "rt", "rp", "html", "head", "body"),
+    )
+)
+_ANY_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9:-]*)[^<>]*?(/?)>")  # never past a "<": linear
+_RAW_TEXT = ("<!--", "-->"), ("<script", "</script"), ("<style", "</style")
+
+
+def _without_raw_text(html: str) -> str:
+    """The document without comments, scripts and style sheets (their text is not
+    markup), in one linear pass: an unterminated one runs to the end."""
+    lower = html.lower()
+    out: list[str] = []
+    i = 0
+    while True:
+        starts = [(found, end) for start, end in _RAW_TEXT if (found := lower.find(start, i)) >= 0]
+        if not starts:
+            out.append(html[i:])
+            return "".join(out)
+        found, end = min(starts)
+        out.append(html[i:found])
+        close = lower.find(end, found + 4)
+        if close < 0:
+            return "".join(out)
+        i = close + len(end)
+
+
+def nesting_depth(html: str) -> int:
+    """How deep the elements of a document nest, counted in one linear pass without
+    building the tree (a bound checked before an inliner sees the document)."""
+    depth = deepest = 0
+    for m in _ANY_TAG.finditer(_without_raw_text(html)):
+        closing, name, self_closing = m.group(1), m.group(2).lower(), m.group(3)
+        if name in _FLAT or self_closing:
+            continue
+        if closing:
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            deepest = max(deepest, depth)
+    return deepest
+
+
+def not_inlinable(html: str, *, max_depth: int, max_bytes: int) -> str | None:
+    """Why a document must not be given to the inliner, or None. The inliners build a
+    tree of the whole document: css-inline crashes the process (SIGSEGV) on about
+    12,000 nested elements, and both take time and memory in proportion to size."""
+    if max_bytes and len(html) > max_bytes:
+        return f"HTML part of {len(html)} characters (features.max_html_bytes {max_bytes})"
+    if max_depth and (depth := nesting_depth(html)) > max_depth:
+        return f"elements nested {depth} deep (features.max_html_depth {max_depth})"
+    return None

@@ -186,7 +186,12 @@ class LocalStack:
         base: dict[str, Any] = {
             "store": {"sqlite_path": str(self.data_dir / "smtpeter.db")},
             "auth": {"socket": str(self.run_dir / "auth.sock"), "failure_delay": 1.0},
-            "milter": {"socket": f"unix:{self.run_dir / 'milter.sock'}"},
+            # The private Postfix's message_size_limit (Postfix's default) is not the
+            # system Postfix's, which the milter would read by default.
+            "milter": {
+                "socket": f"unix:{self.run_dir / 'milter.sock'}",
+                "message_size_limit": 10240000,
+            },
             "tracker": {
                 "listen_port": self.ports.tracker,
                 "base_url": f"http://127.0.0.1:{self.ports.tracker}",

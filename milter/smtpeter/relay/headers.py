@@ -18,6 +18,9 @@ PREFIX = "x-smtpeter-"
 # Instruction headers that take true/false: the features, and per-message options.
 OPTIONS: tuple[str, ...] = ("preventscam",)
 BOOLEAN_NAMES: tuple[str, ...] = (*NAMES, *OPTIONS)
+# SMTPeter's other documented instructions: accepted (and removed) without effect here.
+OTHER_NAMES: tuple[str, ...] = ("tags", "images")
+KNOWN_NAMES: tuple[str, ...] = (*BOOLEAN_NAMES, *OTHER_NAMES)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
@@ -45,6 +48,17 @@ def parse_bool(name: str, raw: str) -> bool:
     if value == "false":
         return False
     raise HeaderError(name, raw, f'invalid value "{printable(raw)}" (expected true or false)')
+
+
+def check_names(headers: Iterable[tuple[str, str]]) -> None:
+    """Refuse an instruction we do not know: a misspelt one (x-smtpeter-trackclick)
+    would otherwise be removed without effect, and the sender would never learn that
+    tracking stayed on."""
+    for name, raw in headers:
+        lname = name.lower()
+        if lname.startswith(PREFIX) and lname[len(PREFIX) :] not in KNOWN_NAMES:
+            known = ", ".join(PREFIX + n for n in KNOWN_NAMES)
+            raise HeaderError(name, raw, f"unknown instruction (known: {known})")
 
 
 def parse_overrides(headers: Iterable[tuple[str, str]]) -> dict[str, bool]:

@@ -22,23 +22,52 @@ import base64
 import concurrent.futures
 import logging
 import secrets
+import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import Milter
 
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
+from smtpeter.logsafe import escape
 from smtpeter.postfix.render import API_DAEMON_NAME
-from smtpeter.relay.headers import HeaderError, is_instruction, parse_overrides, printable
+from smtpeter.relay.headers import (
+    HeaderError,
+    check_names,
+    is_instruction,
+    parse_overrides,
+    printable,
+)
 from smtpeter.relay.mime import Rewrite
-from smtpeter.relay.pipeline import Options, Pipeline
+from smtpeter.relay.pipeline import CONTENT_FEATURES, Options, Pipeline
 from smtpeter.store import MessageRecord, Store, StoreError, open_store
 from smtpeter.tracker.keys import KeyRing
 
 log = logging.getLogger("smtpeter.milter")
+# Room left under message_size_limit for what Postfix adds (Received:, envelope).
+SIZE_MARGIN = 8192
+# Postfix's own default message_size_limit.
+POSTFIX_DEFAULT_SIZE_LIMIT = 10240000
+
+
+def postfix_size_limit() -> int:
+    """The system Postfix's message_size_limit, or Postfix's default if postconf
+    cannot say."""
+    try:
+        result = subprocess.run(
+            ["postconf", "-h", "message_size_limit"], capture_output=True, text=True, timeout=10
+        )
+        return int(result.stdout.strip())
+    except (OSError, ValueError, subprocess.SubprocessError):
+        log.warning(
+            "cannot read Postfix's message_size_limit (postconf); assuming %d bytes: set "
+            "milter.message_size_limit",
+            POSTFIX_DEFAULT_SIZE_LIMIT,
+        )
+        return POSTFIX_DEFAULT_SIZE_LIMIT
 
 
 @dataclass
@@ -50,6 +79,8 @@ class RelayContext:
     pipeline: Pipeline
     # One thread does all HTML work (lxml is not safe on libmilter's threads).
     features_thread: concurrent.futures.ThreadPoolExecutor
+    # Postfix's message_size_limit (0: none): no rewrite may take a message past it.
+    size_limit: int = POSTFIX_DEFAULT_SIZE_LIMIT
 
     @classmethod
     def create(cls, config: Config) -> RelayContext:
@@ -60,6 +91,11 @@ class RelayContext:
             pipeline=Pipeline(config, KeyRing.from_config(store, config.tracker)),
             features_thread=concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="features"
+            ),
+            size_limit=(
+                config.milter.message_size_limit
+                if config.milter.message_size_limit is not None
+                else postfix_size_limit()
             ),
         )
 
@@ -97,6 +133,13 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         # not wait for a reply); it is kept and turned into a tempfail at end of message.
         self.failure: BaseException | None = None
         self.queue_id = ""
+        # Features asked for but not applied, each "feature: reason" (logged, recorded).
+        self.skipped: list[str] = []
+        # The features asked for (header overrides included), for the log line.
+        self.asked: FeatureSet | None = None
+        # False when a flood of instruction headers on the server's own mail is left
+        # as it is (see milter.max_instruction_headers).
+        self.strip = True
 
     def _log(self) -> _Adapter:
         who = self.login if self.api else f"({self.login})" if self.login else None
@@ -137,10 +180,22 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         """Resolve the features once the headers are in; refuse a bad instruction
         header or a login disabled since AUTH before the body is sent."""
         self.queue_id = self.queue_id or self.getsymval("i") or ""
+        count = sum(1 for name, _ in self.headers if is_instruction(name))
+        limit = self.ctx.config.milter.max_instruction_headers
+        if count > limit:
+            if self.api:
+                self._log().info("rejected: %d x-smtpeter-* headers (at most %d)", count, limit)
+                self.setreply(
+                    "550", "5.6.0", f"Too many x-smtpeter-* headers ({count}; at most {limit})"
+                )
+                return Milter.REJECT  # type: ignore[no-any-return]
+            # Deleting tens of thousands of headers makes Postfix's cleanup fail, and the
+            # server's own mail is never refused by us: leave them.
+            self.strip = False
         try:
             self.features = self._resolve()
         except HeaderError as e:
-            self._log().info("rejected: %s", e)
+            self._log().info("rejected: %s", escape(str(e)))
             self.setreply("550", "5.6.0", f"{e.name}: {printable(str(e).split(': ', 1)[1], 120)}")
             return Milter.REJECT  # type: ignore[no-any-return]
         except StoreError as e:
@@ -201,9 +256,18 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         login = self.ctx.store.get_login(self.login)
         if login is None or not login.enabled:
             return None
+        check_names(self.headers)
         overrides = parse_overrides(self.headers)
         self.preventscam = overrides.pop("preventscam", False)
-        return login.features.with_overrides(overrides)
+        features = self.asked = login.features.with_overrides(overrides)
+        signed = any(name.lower() == "dkim-signature" for name, _ in self.headers)
+        content = [f for f in CONTENT_FEATURES if getattr(features, f)]
+        if signed and content and not login.rewrite_signed:
+            # Rewriting the body would break the sender's signature; the envelope
+            # (trackbounces) is not signed.
+            self.skipped += [f"{f}: the message is DKIM-signed" for f in content]
+            features = replace(features, **dict.fromkeys(content, False))
+        return features
 
     def _eom(self, started: float) -> int:
         if self.failure is not None:
@@ -224,7 +288,9 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                 features,
                 Options(message_uid=uid, preventscam=self.preventscam),
             )
-            rewrite = future.result(timeout=self.ctx.config.milter.feature_timeout)
+            outcome = future.result(timeout=self.ctx.config.milter.feature_timeout)
+            rewrite = outcome.rewrite
+            self.skipped += outcome.skipped
 
         # Remove every instruction header. Postfix shifts later indices after a
         # delete, so each name's copies go from the highest index down.
@@ -236,6 +302,13 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                 counts[name.lower()] += 1
                 names.setdefault(name.lower(), name)
                 removed_bytes += len(name) + len(value.encode("utf-8", "surrogateescape")) + 4
+        if not self.strip:
+            self._log().warning(
+                "%d x-smtpeter-* headers left in place (more than milter.max_instruction_headers)",
+                sum(counts.values()),
+            )
+            counts.clear()
+            removed_bytes = 0
         for lname, count in counts.items():
             for index in range(count, 0, -1):
                 self.chgheader(names[lname], index, "")
@@ -243,6 +316,18 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         size_before = self.headers_size + self.body_size
         size_after = size_before - removed_bytes
         applied: list[str] = []
+        if rewrite is not None and rewrite.body is not None:
+            grown = size_after + len(rewrite.body) - len(body)
+            limit = self.ctx.size_limit
+            if limit and grown > size_before and grown + SIZE_MARGIN > limit:
+                # Postfix's cleanup would refuse the rewritten message for good (552
+                # 5.3.4) although the sender stayed under the limit: send it as it was.
+                self.skipped += [
+                    f"{step}: the rewritten message would be {grown} bytes, over "
+                    f"message_size_limit {limit}"
+                    for step in self.ctx.pipeline.steps(features)
+                ]
+                rewrite = None
         if rewrite is not None and rewrite.body is not None:
             present = {name.lower() for name, _ in self.headers}
             for name, value in rewrite.header_changes.items():
@@ -252,7 +337,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                     self.addheader(name, value)
             self.replacebody(rewrite.body)
             size_after += len(rewrite.body) - len(body)
-            applied = self.ctx.pipeline.steps(features)
+            skipped = {reason.split(":", 1)[0] for reason in self.skipped}
+            applied = [s for s in self.ctx.pipeline.steps(features) if s not in skipped]
 
         return_path = self._return_path(features, uid)
         if return_path is not None:
@@ -273,19 +359,22 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                     features=tuple(applied),
                     size_before=size_before,
                     size_after=size_after,
+                    skipped=tuple(self.skipped),
                 )
             )
         self._log().info(
             "accepted: from=%s nrcpt=%d features=%s applied=%s stripped=%d size=%d->%d ms=%.1f",
-            self.sender,
+            escape(self.sender),
             len(self.recipients),
-            ",".join(features.enabled()) or "none",
+            ",".join((self.asked or features).enabled()) or "none",
             ",".join(applied) or "none",
             sum(counts.values()),
             size_before,
             size_after,
             (time.monotonic() - started) * 1000,
         )
+        for reason in self.skipped:
+            self._log().warning("skipped %s", escape(reason))
         if return_path is not None:
             # Last: pymilter's TestCtx closes the session on chgfrom.
             self.chgfrom(return_path)

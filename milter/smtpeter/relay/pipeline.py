@@ -5,16 +5,23 @@ tracked), then trackopens; text/plain parts get trackclicks only when
 ``features.track_plain_text`` is on. Runs on the relay's feature thread, never on
 libmilter's threads (see REFERENCE.md: lxml-based code called from libmilter's
 worker threads segfaults under load).
+
+What a library cannot handle is skipped, not failed: a part too deep or too large
+for the inliner, or one the inliner raises on, goes out as it was (the other
+features still apply to it), and the reason is returned so that the milter logs
+and records it. A poison part must neither crash the process nor make every retry
+of the message a tempfail.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
-from smtpeter.features.inlinecss import make_inliner
+from smtpeter.features.inlinecss import make_inliner, not_inlinable
 from smtpeter.features.trackclicks import track_links, track_text_links
 from smtpeter.features.trackopens import add_pixel
 from smtpeter.relay.mime import Rewrite, rewrite_text_parts
@@ -22,6 +29,7 @@ from smtpeter.tracker.keys import KeyRing
 from smtpeter.tracker.signing import Signer
 
 Transform = Callable[[str], str]
+log = logging.getLogger("smtpeter.milter")
 
 # The features that rewrite message content, in the order they are applied.
 CONTENT_FEATURES: tuple[str, ...] = ("inlinecss", "trackclicks", "trackopens")
@@ -35,9 +43,19 @@ class Options:
     preventscam: bool = False
 
 
+@dataclass
+class Outcome:
+    """The rewrite (None: nothing to change), and what was skipped ("feature: why")."""
+
+    rewrite: Rewrite | None
+    skipped: list[str] = field(default_factory=list)
+
+
 class Pipeline:
     def __init__(self, cfg: Config, keyring: KeyRing | None) -> None:
         self._inline = make_inliner(cfg.features.inliner)
+        self._max_depth = cfg.features.max_html_depth
+        self._max_bytes = cfg.features.max_html_bytes
         self._track_plain_text = cfg.features.track_plain_text
         self._base_url = cfg.tracker.base_url
         self._keyring = keyring
@@ -68,15 +86,17 @@ class Pipeline:
         body: bytes,
         features: FeatureSet,
         options: Options,
-    ) -> Rewrite | None:
-        """Apply the content features; None when none is on."""
+    ) -> Outcome:
+        """Apply the content features (a rewrite of None when none is on or nothing
+        changed), with the parts' skips."""
         steps = self.steps(features)
         if not steps:
-            return None
+            return Outcome(None)
+        skipped: list[str] = []
         html: list[Transform] = []
         plain: list[Transform] = []
         if "inlinecss" in steps:
-            html.append(self._inline)
+            html.append(lambda s: self._inline_or_skip(s, skipped))
         if "trackclicks" in steps:
             link_for = self._link_for(options.message_uid)
             html.append(lambda s: track_links(s, link_for, preventscam=options.preventscam))
@@ -90,7 +110,17 @@ class Pipeline:
         transforms = {"text/html": _chain(html)}
         if plain:
             transforms["text/plain"] = _chain(plain)
-        return rewrite_text_parts(headers, body, transforms)
+        return Outcome(rewrite_text_parts(headers, body, transforms), skipped)
+
+    def _inline_or_skip(self, html: str, skipped: list[str]) -> str:
+        reason = not_inlinable(html, max_depth=self._max_depth, max_bytes=self._max_bytes)
+        if reason is None:
+            try:
+                return self._inline(html)
+            except Exception as e:  # noqa: BLE001 (a library's failure skips the feature)
+                reason = f"the inliner failed: {type(e).__name__}: {str(e)[:200]}"
+        skipped.append(f"inlinecss: {reason}")
+        return html
 
 
 def _chain(steps: list[Transform]) -> Transform:

@@ -16,4 +16,9 @@ __all__ = ["MessageRecord", "Store", "StoreError", "open_store"]
 
 def open_store(cfg: StoreConfig, *, create: bool = True) -> Store:
     """Open (and with create, migrate) the configured store; StoreError if it cannot."""
-    return SQLiteStore(cfg.sqlite_path, busy_timeout=cfg.busy_timeout, create=create)
+    return SQLiteStore(
+        cfg.sqlite_path,
+        busy_timeout=cfg.busy_timeout,
+        retry_seconds=cfg.retry_seconds,
+        create=create,
+    )

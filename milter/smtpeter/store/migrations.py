@@ -58,4 +58,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_message ON events (message_uid);
     CREATE INDEX events_type_time ON events (type, occurred_at);
     """,
+    # 3: hostile input: a login may have DKIM-signed mail rewritten anyway; what a
+    # message had skipped (feature: reason) is kept with it.
+    """
+    ALTER TABLE logins ADD COLUMN rewrite_signed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN skipped TEXT NOT NULL DEFAULT '[]';
+    """,
 )

@@ -2,18 +2,29 @@
 
 Each thread gets its own connection: libmilter calls us from a pool of OS threads and
 sqlite3 connections must not cross threads.
+
+A locked database (another process writing, a checkpoint, WAL recovery after a crash)
+is ridden out here, not passed on: every statement, BEGIN and COMMIT included, waits
+in SQLite's busy handler (``busy_timeout``) and is then retried with backoff until the
+operation's budget (``retry_seconds``) is spent. Only then does the caller get a
+StoreError, which a mail client sees as a 4xx, and application mail libraries
+(nodemailer, smtplib, PHPMailer) do not retry those.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
+import random
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from smtpeter.events import Event
 from smtpeter.features import FeatureSet
@@ -21,9 +32,101 @@ from smtpeter.logins import Login, LoginError
 from smtpeter.store.migrations import MIGRATIONS
 from smtpeter.tracker.signing import SigningKey
 
+log = logging.getLogger("smtpeter.store")
+
+# Sleeps between retries of a locked statement: doubling from the first to the last,
+# with jitter, so competing processes do not retry in step.
+_BACKOFF_FIRST = 0.01
+_BACKOFF_MAX = 0.5
+# A wait may run this much past the budget rather than reset the busy timeout for
+# every statement of an operation that starts with less than busy_timeout left.
+_SLACK_MS = 100
+
 
 class StoreError(Exception):
     """The store cannot be reached or used (missing, locked, corrupt, read-only)."""
+
+
+def _locked(e: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): worth waiting for."""
+    if not isinstance(e, sqlite3.OperationalError):
+        return False
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(e)
+    return "database is locked" in text or "database is busy" in text
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose execute and executemany retry while the database is locked,
+    within the budget of the store operation using it (set by SQLiteStore._use).
+
+    Retrying one statement is always safe here: an autocommit statement that failed
+    with SQLITE_BUSY changed nothing, a BEGIN IMMEDIATE that failed took no lock, and a
+    COMMIT that failed with SQLITE_BUSY leaves the transaction open, to be committed by
+    trying again (SQLite's documented remedy).
+    """
+
+    store_path = ""
+    operation = ""
+    deadline = 0.0
+    busy_ms = 0  # the busy timeout this connection has now
+    config_busy_ms = 0  # ... and the configured one
+    retries = True
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self._retrying(sql, lambda: sqlite3.Connection.execute(self, sql, parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        rows = list(parameters)  # a generator could be run only once
+        return self._retrying(sql, lambda: sqlite3.Connection.executemany(self, sql, rows))
+
+    def _wait_at_most(self, ms: int) -> None:
+        if ms != self.busy_ms:
+            super().execute(f"PRAGMA busy_timeout = {ms}")
+            self.busy_ms = ms
+
+    def _retrying(self, sql: str, run: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+        started = time.monotonic()
+        attempts = 0
+        backoff = _BACKOFF_FIRST
+        verb = last = ""
+        while True:
+            attempts += 1
+            if self.retries:
+                left_ms = int((self.deadline - time.monotonic()) * 1000)
+                want = self.config_busy_ms
+                if left_ms + _SLACK_MS < want:
+                    want = max(left_ms, 0)
+                self._wait_at_most(want)
+            try:
+                cursor = run()
+            except sqlite3.Error as e:
+                left = self.deadline - time.monotonic()
+                if not (self.retries and _locked(e)):
+                    raise
+                verb = sql.split(None, 1)[0].upper() if sql.strip() else "statement"
+                if left <= 0:
+                    raise sqlite3.OperationalError(
+                        f"{e} ({verb}: gave up after {attempts} attempts in "
+                        f"{time.monotonic() - started:.2f} s)"
+                    ) from e
+                last = str(e)
+                time.sleep(min(backoff * random.uniform(0.5, 1.0), left))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+                continue
+            if attempts > 1:
+                log.warning(
+                    "store %s: %s: %s waited for a lock (%s): done after %d attempts in %.2f s",
+                    self.store_path,
+                    self.operation,
+                    verb,
+                    last,
+                    attempts,
+                    time.monotonic() - started,
+                )
+            return cursor
 
 
 @dataclass(frozen=True)
@@ -37,6 +140,9 @@ class MessageRecord:
     size_before: int
     size_after: int
     created_at: str = ""
+    # Features asked for but not applied, each "feature: reason" (signed mail, a
+    # document too deep for the inliner, the size limit, ...).
+    skipped: tuple[str, ...] = ()
     # Public id used in tracking links (random, unique across relay nodes).
     uid: str | None = None
 
@@ -59,7 +165,7 @@ def _where(filters: list[tuple[str, object | None]]) -> tuple[str, list[object]]
 
 _LOGIN_COLUMNS = (
     "name, password_hash, enabled, inlinecss, trackclicks, trackopens, trackbounces, "
-    "created_at, updated_at"
+    "rewrite_signed, created_at, updated_at"
 )
 
 
@@ -74,18 +180,27 @@ def _login(row: sqlite3.Row) -> Login:
             trackopens=bool(row["trackopens"]),
             trackbounces=bool(row["trackbounces"]),
         ),
+        rewrite_signed=bool(row["rewrite_signed"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
 
 
 class SQLiteStore:
-    def __init__(self, path: str, *, busy_timeout: float = 5.0, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float = 1.0,
+        retry_seconds: float = 5.0,
+        create: bool = True,
+    ) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
+        self._retry_seconds = retry_seconds
         # Connections are pooled, each used by one caller at a time. Not one per
         # thread: libmilter runs a session's callbacks on different OS threads.
-        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._pool: queue.SimpleQueue[_Connection] = queue.SimpleQueue()
         if not create and not os.path.exists(path):
             raise StoreError(f"cannot open store {path}: no such file")
         if create:
@@ -111,10 +226,19 @@ class SQLiteStore:
         if info.st_uid != 0:
             os.chown(self.path, info.st_uid, info.st_gid)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, what: str, deadline: float) -> _Connection:
         conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Connection,
         )
+        conn.store_path = self.path
+        conn.busy_ms = conn.config_busy_ms = int(self._busy_timeout * 1000)
+        # 0: no retries; each statement waits busy_timeout and fails.
+        conn.retries = self._retry_seconds > 0
+        conn.operation, conn.deadline = what, deadline
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -123,12 +247,17 @@ class SQLiteStore:
 
     @contextmanager
     def _use(self, what: str) -> Iterator[sqlite3.Connection]:
-        """A connection for one operation; sqlite3 errors become StoreError."""
+        """A connection for one operation; sqlite3 errors become StoreError.
+
+        Its statements retry while the database is locked, until ``retry_seconds``
+        after the operation began."""
+        deadline = time.monotonic() + self._retry_seconds
         try:
             try:
                 conn = self._pool.get_nowait()
+                conn.operation, conn.deadline = what, deadline
             except queue.Empty:
-                conn = self._connect()
+                conn = self._connect(what, deadline)
             yield conn
         except sqlite3.Error as e:
             raise StoreError(f"store {self.path}: {what} failed: {e}") from e
@@ -185,7 +314,7 @@ class SQLiteStore:
         try:
             with self._use("login create") as conn:
                 conn.execute(
-                    f"INSERT INTO logins ({_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO logins ({_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         login.name,
                         login.password_hash,
@@ -194,6 +323,7 @@ class SQLiteStore:
                         int(f.trackclicks),
                         int(f.trackopens),
                         int(f.trackbounces),
+                        int(login.rewrite_signed),
                         now,
                         now,
                     ),
@@ -213,6 +343,7 @@ class SQLiteStore:
         password_hash: str | None = None,
         enabled: bool | None = None,
         features: dict[str, bool] | None = None,
+        rewrite_signed: bool | None = None,
     ) -> Login:
         sets: list[str] = []
         args: list[object] = []
@@ -222,6 +353,9 @@ class SQLiteStore:
         if enabled is not None:
             sets.append("enabled = ?")
             args.append(int(enabled))
+        if rewrite_signed is not None:
+            sets.append("rewrite_signed = ?")
+            args.append(int(rewrite_signed))
         for feature, on in (features or {}).items():
             if feature not in FeatureSet.__dataclass_fields__:
                 raise LoginError(f"unknown feature {feature!r}")
@@ -249,8 +383,8 @@ class SQLiteStore:
         with self._use("message record") as conn:
             conn.execute(
                 "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender,"
-                " recipients, features, size_before, size_after, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " recipients, features, size_before, size_after, created_at, skipped)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     m.uid,
                     m.queue_id,
@@ -262,6 +396,7 @@ class SQLiteStore:
                     m.size_before,
                     m.size_after,
                     m.created_at or _now(),
+                    json.dumps(list(m.skipped)),
                 ),
             )
 
@@ -272,7 +407,7 @@ class SQLiteStore:
         with self._use("message list") as conn:
             rows = conn.execute(
                 "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
-                f" size_before, size_after, created_at FROM messages {where}"
+                f" size_before, size_after, created_at, skipped FROM messages {where}"
                 " ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             )
@@ -288,6 +423,7 @@ class SQLiteStore:
                     size_before=r["size_before"],
                     size_after=r["size_after"],
                     created_at=r["created_at"],
+                    skipped=tuple(json.loads(r["skipped"])),
                 )
                 for r in rows
             ]

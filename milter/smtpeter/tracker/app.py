@@ -3,8 +3,9 @@
 Routes (everything else is 404; a method other than GET or HEAD is 405):
 
 ``GET /c/{token}``
-    A genuine click token: ``302`` to the URL it carries, byte for byte as it was
-    signed, with ``Cache-Control: no-store``, and one ``click`` event. Anything else
+    A genuine click token: ``302`` to the URL it carries (as a valid URI: see
+    :func:`location_bytes`), with ``Cache-Control: no-store``, and one ``click`` event
+    (with the URL as it was signed). Anything else
     (tampered, unknown key, expired, an open token, garbage): ``404`` with a short
     HTML page and no ``Location``: the tracker is never an open redirect.
 ``GET /o/{token}.gif``
@@ -35,8 +36,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from smtpeter.events import Event
+from smtpeter.logsafe import escape
 from smtpeter.tracker.keys import KeyRing
 from smtpeter.tracker.signing import Claim
 from smtpeter.tracker.writer import EventWriter
@@ -87,17 +90,51 @@ _METHOD_NOT_ALLOWED_HEADERS: Headers = [
 # Longest User-Agent kept in an event (and, shorter, in the access log).
 _UA_MAX = 512
 _UA_LOG_MAX = 80
-_CONTROL = {c: f"%{c:02X}" for c in [*range(0x20), 0x7F]}
-_HAS_CONTROL = re.compile("[\x00-\x1f\x7f]").search
+# What a URI may carry as it is (RFC 3986): unreserved characters (quote() keeps
+# letters, digits and "-._~" anyway), the reserved ones, and "%" of existing escapes.
+_URI_SAFE = "!#$%&'()*+,/:;=?@[]"
+_NOT_URI = re.compile(r"[^A-Za-z0-9\-._~!#$%&'()*+,/:;=?@\[\]]|%(?![0-9A-Fa-f]{2})").search
+_STRAY_PERCENT = re.compile("%(?![0-9A-Fa-f]{2})")
+_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/?#]*)(.*)", re.DOTALL)
+_ASCII_RUN = re.compile(r"[\x00-\x7f]+")
+
+
+def _uri_quote(text: str) -> str:
+    """Percent-encode (UTF-8) what may not appear in a URI, keeping reserved characters
+    and existing %XX escapes; a "%" that starts no escape becomes "%25"."""
+    quoted = quote(text, safe=_URI_SAFE, errors="surrogateescape")
+    return _STRAY_PERCENT.sub("%25", quoted) if "%" in quoted else quoted
+
+
+def _ascii_host(host: str) -> str:
+    """A non-ASCII host name in IDNA (punycode) form; a host the codec refuses stays
+    as it is (percent-encoding a host name is wrong), but for its ASCII characters."""
+    try:
+        return _uri_quote(host.encode("idna").decode("ascii"))
+    except UnicodeError:
+        return _ASCII_RUN.sub(lambda m: _uri_quote(m.group()), host)
 
 
 def location_bytes(url: str) -> bytes:
-    """The Location header value: the signed URL as UTF-8, unchanged except that
-    control characters (CR, LF, TAB...) are percent-encoded, so that no URL, however
-    it was signed, can split the response."""
-    if _HAS_CONTROL(url) is not None:
-        url = url.translate(_CONTROL)
-    return url.encode("utf-8", "surrogateescape")
+    """The Location header value: the signed URL as a valid URI. Characters a URI may
+    not carry (non-ASCII, spaces, controls such as CR and LF...) are percent-encoded
+    as UTF-8 and a non-ASCII host name gets its IDNA form; everything else (existing
+    %XX escapes, reserved characters, query and fragment) is kept byte for byte. No
+    URL, however it was signed, can split the response."""
+    if _NOT_URI(url) is None:
+        return url.encode("ascii")
+    m = _AUTHORITY.match(url)
+    if m is None or m.group(2).isascii():
+        return _uri_quote(url).encode("ascii")
+    scheme, authority, rest = m.groups()
+    userinfo, at, hostport = authority.rpartition("@")
+    if hostport.startswith("["):  # an IP literal: nothing IDNA could do
+        host, colon, port = "", "", hostport
+    else:
+        host, colon, port = hostport.partition(":")
+    return (
+        _uri_quote(scheme + userinfo + at) + _ascii_host(host) + _uri_quote(colon + port + rest)
+    ).encode("utf-8", "surrogateescape")
 
 
 def _text(value: bytes) -> str:
@@ -313,26 +350,27 @@ class TrackerApp:
     def _log(
         self, scope: Scope, method: str, path: str, status: int, event: Event | None, started: float
     ) -> None:
-        if event is not None:
-            client, ua = event.client_ip, event.user_agent
-        else:
-            forwarded: list[bytes] = []
-            ua = None
-            for name, value in scope["headers"]:
-                if name == b"user-agent":
-                    ua = _text(value)
-                elif name == b"x-forwarded-for":
-                    forwarded.append(value)
-            client = self._client(scope, forwarded)
-        if ua is not None and len(ua) > _UA_LOG_MAX:
-            ua = ua[:_UA_LOG_MAX] + "..."
+        # Every value from the request is escaped (smtpeter.logsafe): one request is
+        # one line, with no control character, whatever it carries. The path is shown
+        # as it was sent (percent-encoded), not as decoded.
+        raw_path: bytes | None = scope.get("raw_path")
+        if raw_path is not None:
+            path = raw_path.decode("utf-8", "surrogateescape")
+        forwarded: list[bytes] = []
+        ua: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                ua = value
+            elif name == b"x-forwarded-for" and event is None:
+                forwarded.append(value)
+        client = event.client_ip if event is not None else self._client(scope, forwarded)
         access_log.info(
             "%s %s %d client=%s ua=%s ms=%.2f",
-            method,
-            short_path(path),
+            escape(method),
+            escape(short_path(path)),
             status,
-            client or "-",
-            json.dumps(ua) if ua is not None else "-",
+            escape(client) if client else "-",
+            escape(ua, _UA_LOG_MAX, quoted=True) if ua is not None else "-",
             (time.perf_counter() - started) * 1000,
         )
 
