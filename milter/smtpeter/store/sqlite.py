@@ -512,21 +512,33 @@ class SQLiteStore:
         The recipient of an open or click is the message's recipient when it had
         exactly one (a message to several shares one body, so they cannot be told apart).
         """
+        # A message is resolved first, each way by its own index (the value as a uid,
+        # the messages with that Message-ID, those with that queue id), and then its
+        # events are read by message_uid: the same rows as matching any of the three,
+        # without an OR across the join that no index can serve. CROSS JOIN keeps that
+        # order (SQLite does not reorder it), whatever the other filters.
         where, args = _where(
             [
                 ("m.login = ?", login),
-                ("(e.message_uid = ? OR m.message_id = ? OR m.queue_id = ?)", message),
                 ("e.type = ?", type),
                 ("e.occurred_at >= ?", since),
             ]
         )
+        source = "events e"
+        if message is not None:
+            source = (
+                "(SELECT ? AS uid UNION SELECT uid FROM messages WHERE message_id = ?"
+                " UNION SELECT uid FROM messages WHERE queue_id = ?) t"
+                " CROSS JOIN events e ON e.message_uid = t.uid"
+            )
+            args = [message, message, message, *args]
         with self._use("event list") as conn:
             rows = conn.execute(
                 "SELECT e.type, e.occurred_at, e.message_uid, e.url, e.user_agent, e.client_ip,"
                 " e.detail, m.login, m.message_id,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
                 "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
-                f" FROM events e LEFT JOIN messages m ON m.uid = e.message_uid {where}"
+                f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
                 " ORDER BY e.occurred_at, e.id LIMIT ?",
                 (*args, limit),
             )
@@ -550,19 +562,26 @@ class SQLiteStore:
         self, *, login: str | None = None, since: str | None = None
     ) -> list[dict[str, object]]:
         """Per login and per day the messages were sent: messages, unique opens, unique
-        clicks (distinct messages opened or clicked), bounces."""
+        clicks (distinct messages opened or clicked), bounces (bounce events of those
+        messages).
+
+        Every column comes from the messages in the window only: they are read by an
+        index on (login, created_at) or created_at, and each one's events are counted
+        by probes of the (message_uid, type) index, so the cost grows with the messages
+        in the window, not with the store."""
         where, args = _where([("m.login = ?", login), ("m.created_at >= ?", since)])
         sql = (
-            "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
-            " COUNT(*) AS messages,"
-            " SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'open'))"
-            "   AS unique_opens,"
-            " SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'click'))"
-            "   AS unique_clicks,"
-            " (SELECT COUNT(*) FROM events e JOIN messages m2 ON m2.uid = e.message_uid"
-            "   WHERE e.type = 'bounce' AND COALESCE(m2.login, '-') = COALESCE(m.login, '-')"
-            "   AND substr(m2.created_at, 1, 10) = substr(m.created_at, 1, 10)) AS bounces"
-            f" FROM messages m {where} GROUP BY 1, 2 ORDER BY 2, 1"
+            "SELECT login, day, COUNT(*) AS messages, SUM(opened) AS unique_opens,"
+            " SUM(clicked) AS unique_clicks, SUM(bounces) AS bounces FROM ("
+            "  SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
+            "  EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'open')"
+            "    AS opened,"
+            "  EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'click')"
+            "    AS clicked,"
+            "  (SELECT COUNT(*) FROM events e WHERE e.message_uid = m.uid AND e.type = 'bounce')"
+            "    AS bounces"
+            f"  FROM messages m {where}"
+            ") GROUP BY login, day ORDER BY day, login"
         )
         with self._use("stats") as conn:
             return [dict(r) for r in conn.execute(sql, args)]
