@@ -152,11 +152,18 @@ def system() -> Iterator[System]:
     work.chmod(0o755)
     s = System(work)
     # The system Postfix: loopback only, its own log file, everything relayed to the
-    # sink (nothing leaves the machine). Debian's postinst writes main.cf unless
-    # Postfix was installed unconfigured, as scripts/bootstrap does.
-    main_cf = Path("/etc/postfix/main.cf")
-    if not main_cf.exists():
-        shutil.copy("/usr/share/postfix/main.cf.debian", main_cf)
+    # sink (nothing leaves the machine). It starts from the files Debian's postinst
+    # writes (main.cf is missing where Postfix was installed unconfigured, as
+    # scripts/bootstrap does), whatever an earlier run on this machine left; the
+    # files found are put back afterwards.
+    saved: dict[Path, bytes | None] = {}
+    for path, dist in (
+        (Path("/etc/postfix/main.cf"), "/usr/share/postfix/main.cf.debian"),
+        (Path("/etc/postfix/master.cf"), "/usr/share/postfix/master.cf.dist"),
+    ):
+        saved[path] = path.read_bytes() if path.exists() else None
+        shutil.copy(dist, path)
+    shutil.rmtree("/etc/postfix/smtpeter-backup", ignore_errors=True)
     sh("postconf", "-e", "inet_interfaces=127.0.0.1", "inet_protocols=ipv4",
        "myhostname=relay.smtpeter.test", "mydestination=",
        f"relayhost=[127.0.0.1]:{s.sink_port}", "smtp_tls_security_level=none",
@@ -171,6 +178,11 @@ def system() -> Iterator[System]:
         sh("postfix", "stop", check=False)
         sh("pkill", "-x", "opendkim", check=False)
         sh("apt-get", "purge", "-y", "smtpeter", check=False)
+        for path, data in saved.items():
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(data)
 
 
 def send(port: int, user: str, password: str, html: str, **headers: str) -> str:
