@@ -7,8 +7,8 @@ the commands users run, timed as subprocesses of the real CLI, and the click-wri
 Shapes: 20 logins with Zipf-like volume (login k sends in proportion to 1/k), 60 days
 of messages, about 9.75 events a message (opens, clicks, delays, auto-replies, and a
 bounce per bounced recipient), each event within two days of its message. Messages
-go in with record_message, events with record_events in batches, in time order, as
-the daemons would write them. Each command runs once untimed (page cache), then 3
+go in with record_messages in batches of 2,000, events with record_events in batches,
+in time order, as the daemons would write them. Each command runs once untimed (page cache), then 3
 times; the table gives the median. Click writes: record_events batches of 500 clicks
 on existing messages, 3 runs of 20 batches, median events/s.
 
@@ -59,6 +59,7 @@ def fill(store: Store, total: int, rng: random.Random, now: datetime) -> list[st
     offsets = sorted(rng.random() * span for _ in range(n_messages))
     logins = rng.choices(LOGINS, weights, k=n_messages)
     message_ids: list[str] = []
+    batch: list[MessageRecord] = []
     pending: list[tuple[str, Event]] = []
     left = total
     for i, (offset, login) in enumerate(zip(offsets, logins, strict=True)):
@@ -68,7 +69,7 @@ def fill(store: Store, total: int, rng: random.Random, now: datetime) -> list[st
         recipients = tuple(
             f"r{rng.randrange(10**6)}@example.org" for _ in range(rng.choice((1, 1, 1, 2)))
         )
-        store.record_message(
+        batch.append(
             MessageRecord(
                 queue_id=f"4X{rng.getrandbits(40):010X}",
                 message_id=message_id,
@@ -82,6 +83,9 @@ def fill(store: Store, total: int, rng: random.Random, now: datetime) -> list[st
                 uid=uid,
             )
         )
+        if len(batch) >= 2000:
+            store.record_messages(batch)
+            batch.clear()
         message_ids.append(message_id)
         if i == n_messages - 1:
             k = left
@@ -110,6 +114,8 @@ def fill(store: Store, total: int, rng: random.Random, now: datetime) -> list[st
                 e = Event(kind, uid, _iso(when), url=url, user_agent=UA, client_ip="198.51.100.7")
             pending.append((e.occurred_at, e))
         if len(pending) >= 200_000 or i == n_messages - 1:
+            store.record_messages(batch)  # before any of their events
+            batch.clear()
             # Events written in time order; the ones not yet due wait for later messages.
             pending.sort(key=lambda p: p[0])
             cut = len(pending) if i == n_messages - 1 else len(pending) // 2
@@ -161,27 +167,41 @@ def main() -> int:
     parser.add_argument("--workdir", help="where the store goes (default: a temp directory)")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    parser.add_argument(
+        "--store", metavar="DB", help="time an existing store filled by an earlier --keep run"
+    )
     ns = parser.parse_args()
     print(f"smtpeter from {os.path.dirname(smtpeter.__file__)}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="smtpeter-store-", dir=ns.workdir))
     try:
-        db = workdir / "smtpeter.db"
+        db = Path(ns.store) if ns.store else workdir / "smtpeter.db"
         conf = workdir / "smtpeter.yaml"
         conf.write_text(f"store:\n  sqlite_path: {db}\n")
         store = open_store(StoreConfig(sqlite_path=str(db)))
         rng = random.Random(ns.seed)
         now = datetime.now(UTC)
         started = time.perf_counter()
-        message_ids = fill(store, ns.events, rng, now)
-        print(
-            f"filled {ns.events:,} events, {len(message_ids):,} messages in "
-            f"{time.perf_counter() - started:.0f} s",
-            flush=True,
-        )
+        if ns.store:
+            message_ids = [m.message_id or "" for m in store.messages(limit=200_000)]
+            newest = store.events(limit=1)
+            total = (newest[0].id or 0) if newest else 0
+            print(f"reusing {db}: {total:,} events", flush=True)
+        else:
+            message_ids = fill(store, ns.events, rng, now)
+            total = ns.events
+            print(
+                f"filled {ns.events:,} events, {len(message_ids):,} messages in "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         probe = message_ids[len(message_ids) // 2]
+        deep = total // 2
         commands: list[tuple[str, list[str]]] = [
             ("`stats --since 30d --json`", ["stats", "--since", "30d", "--json"]),
             ("`stats --login L --since 7d`", ["stats", "--login", LOGINS[0], "--since", "7d"]),
+            ("`events --login L --json`", ["events", "--login", LOGINS[0], "--json"]),
+            ("`events --login L20 --json`", ["events", "--login", LOGINS[-1], "--json"]),
+            ("`events --json` (a page deep in)", ["events", "--json", "--before", str(deep)]),
             ("`events --message <Message-ID>`", ["events", "--message", probe]),
             ("`events --type bounce --since 1d`", ["events", "--type", "bounce", "--since", "1d"]),
         ]
@@ -191,18 +211,42 @@ def main() -> int:
             took = statistics.median(run_cli(conf, args) for _ in range(ROUNDS))
             rows.append((name, f"{took:.2f} s"))
             print(f"{name}: {took:.3f} s", flush=True)
-        uids = [m.uid for m in store.messages(limit=10_000) if m.uid]
+        # A bounce's store work, as the bounce processor does it: find the message by
+        # its uid, then record the bounce unless its identity is known (once new, once
+        # a duplicate), on messages all over the store.
+        sample = [m.uid for m in store.messages(limit=200_000)[::4000] if m.uid]
+        took_ms: list[float] = []
+        for n, uid in enumerate(sample):
+            for _ in range(2):
+                started = time.perf_counter()
+                (message,) = store.messages(uid=uid, limit=1)
+                store.record_bounce(
+                    uid,
+                    f"BENCH{n}",
+                    [Event("bounce", uid, _iso(now), recipient=message.recipients[0],
+                           detail={"kind": "hard", "status": "5.1.1", "bounce_id": f"BENCH{n}"})],
+                )  # fmt: skip
+                took_ms.append((time.perf_counter() - started) * 1000)
+        rows.append(
+            (
+                "a bounce's store work (message lookup + record once)",
+                f"median {statistics.median(took_ms):.2f} ms, max {max(took_ms):.2f} ms",
+            )
+        )
+        print(f"bounce store work: {rows[-1][1]}", flush=True)
+        # Clicks on the messages of the last few days, as a newsletter's readers do.
+        uids = [m.uid for m in store.messages(limit=50_000) if m.uid]
         click_rate(store, rng, uids, now)
         rate = statistics.median(click_rate(store, rng, uids, now) for _ in range(ROUNDS))
         rows.append(("click writes (batches of 500)", f"{rate:,.0f} events/s"))
         print(f"click writes: {rate:,.0f} events/s", flush=True)
         store.close()
-        print(f"\n| command | {ns.events:,} events |\n|---|---|")
+        print(f"\n| command | {total:,} events |\n|---|---|")
         for name, value in rows:
             print(f"| {name} | {value} |")
     finally:
-        if ns.keep:
-            print(f"store kept in {workdir}")
+        if ns.keep or ns.store:
+            print(f"store kept in {db}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -44,6 +44,10 @@ class StoreConfig:
     # and its milter timeouts (milter_command_timeout 30 s, milter_content_timeout
     # 300 s). 0: no retries (busy_timeout alone).
     retry_seconds: float = 5.0
+    # Days messages and their events are kept; `smtpeter store upkeep` (hourly, by
+    # smtpeter-upkeep.timer) deletes older ones in small batches. The per-day counts
+    # of `smtpeter stats` are kept. 0: keep everything.
+    retention_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,7 @@ def _validate(cfg: Config, where: str) -> None:
         (os.path.isabs(cfg.store.sqlite_path), "store.sqlite_path", "an absolute path"),
         (cfg.store.busy_timeout >= 0, "store.busy_timeout", "a number of seconds >= 0"),
         (cfg.store.retry_seconds >= 0, "store.retry_seconds", "a number of seconds >= 0"),
+        (cfg.store.retention_days >= 0, "store.retention_days", "a number of days >= 0"),
         (
             cfg.tracker.base_url.startswith(("http://", "https://"))
             and not cfg.tracker.base_url.endswith("/"),

@@ -24,6 +24,7 @@ class Event:
     recipient: str | None = None
     # Extra facts, e.g. a bounce's status code and diagnostic.
     detail: dict[str, str] = field(default_factory=dict)
-    # Filled in when read back from the store.
+    # Filled in when read back from the store; id is the cursor of events(before=).
     login: str | None = None
     message_id: str | None = None
+    id: int | None = None

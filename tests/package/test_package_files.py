@@ -23,7 +23,9 @@ from smtpeter.cli.main import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
 DEBIAN = PACKAGING / "debian"
-UNITS = sorted((PACKAGING / "systemd").glob("*.service"))
+UNITS = sorted(p for p in (PACKAGING / "systemd").glob("*.service") if "upkeep" not in p.name)
+UPKEEP = PACKAGING / "systemd" / "smtpeter-upkeep.service"
+TIMER = PACKAGING / "systemd" / "smtpeter-upkeep.timer"
 MAN8 = PACKAGING / "man" / "smtpeter.8"
 MAN5 = PACKAGING / "man" / "smtpeter.yaml.5"
 DAEMONS = ("authd", "milter", "tracker")
@@ -76,10 +78,27 @@ def test_unit_settings(unit: Path) -> None:
     assert u["Install"]["WantedBy"] == "multi-user.target"
 
 
+def test_upkeep_unit_and_timer() -> None:
+    """The hourly upkeep runs `smtpeter store upkeep` as smtpeter, writing only the store."""
+    service = _unit(UPKEEP)["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["ExecStart"] == "/usr/bin/smtpeter store upkeep"
+    assert (service["User"], service["Group"]) == ("smtpeter", "smtpeter")
+    assert service["ReadWritePaths"].split() == ["/var/lib/smtpeter"]
+    assert service["ProtectSystem"] == "strict" and service["PrivateNetwork"] == "yes"
+    assert "Install" not in _unit(UPKEEP).sections()  # started by the timer alone
+    timer = _unit(TIMER)
+    assert timer["Timer"]["OnUnitActiveSec"] == "1h"
+    assert timer["Install"]["WantedBy"] == "timers.target"
+    parser = build_parser()
+    args = parser.parse_args(service["ExecStart"].split()[1:])
+    assert (args.command, args.action) == ("store", "upkeep")
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_units_verify() -> None:
     proc = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *map(str, UNITS)],
+        ["systemd-analyze", "verify", "--man=no", *map(str, [*UNITS, UPKEEP, TIMER])],
         capture_output=True,
         text=True,
         timeout=60,

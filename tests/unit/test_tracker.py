@@ -131,7 +131,7 @@ def tracker(make_tracker: Callable[..., Tracker]) -> Tracker:
 def wait_events(store: Store, n: int, timeout: float = 5.0) -> list[Event]:
     deadline = time.monotonic() + timeout
     while True:
-        events = store.events()
+        events = store.events()[::-1]  # in the order they were recorded
         if len(events) >= n or time.monotonic() > deadline:
             return events
         time.sleep(0.02)
@@ -148,7 +148,7 @@ def settled_events(tracker: Tracker) -> list[Event]:
     assert tracker.request(f"/c/{token}").status == 302
     deadline = time.monotonic() + 10
     while True:
-        events = tracker.store.events()
+        events = tracker.store.events()[::-1]  # in the order they were recorded
         if any(e.message_uid == MARKER_UID for e in events):
             return [e for e in events if e.message_uid != MARKER_UID]
         assert time.monotonic() < deadline, "the marker click was never written"

@@ -194,4 +194,5 @@ def test_with_a_real_store(tmp_path: Path) -> None:
     for i in range(10):
         w.put(ev(i))
     assert w.close()
-    assert [e.message_uid for e in store.events()] == [f"u{i}" for i in range(10)]
+    # Written in the order they were put (events() is newest first).
+    assert [e.message_uid for e in store.events()] == [f"u{i}" for i in reversed(range(10))]

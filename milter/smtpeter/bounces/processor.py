@@ -176,10 +176,11 @@ def process(
         message = messages[0]
         report = detect(raw[:MAX_INPUT])
         events = _events(report, uid, bounce_id)
-        seen = bounce_id and any(
-            e.detail.get("bounce_id") == bounce_id for e in store.events(message=uid)
-        )
-        if not seen:
+        # A retry of the same delivery (Postfix keeps the queue id) records nothing
+        # again: one lookup of the bounce's identity, however large the store.
+        if bounce_id:
+            store.record_bounce(uid, bounce_id, events)
+        else:
             store.record_events(events)
     except StoreError as e:
         return Outcome(EX_TEMPFAIL, f"store unavailable, will retry: {e}")

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import re
+import shlex
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from smtpeter.cli import exits
 from smtpeter.config import Config
 from smtpeter.events import EVENT_TYPES
-from smtpeter.store import open_store
+from smtpeter.store import open_store, upkeep
 from smtpeter.tracker import keys
 
 _RELATIVE = re.compile(r"^(\d+)([mhd])$")
@@ -44,12 +45,19 @@ def add_parsers(sub: Any) -> None:
     ev = sub.add_parser(
         "events",
         help="list opens, clicks and bounces",
-        description="List tracking events, oldest first: a table, or JSON lines with --json.",
+        description="List tracking events, newest first, a page at a time: a table, or "
+        "JSON lines with --json. A full page ends with the command for the next one.",
     )
     ev.add_argument("--login", help="only messages sent by this login")
     ev.add_argument("--message", metavar="ID", help="a message's Message-ID, queue id or uid")
     ev.add_argument("--type", choices=EVENT_TYPES, help="only this kind of event")
     ev.add_argument("--since", type=parse_since, metavar="T", help="e.g. 7d, 12h, 2026-11-01")
+    ev.add_argument(
+        "--before",
+        type=int,
+        metavar="ID",
+        help="the page after this event id (the last id of the previous page)",
+    )
     ev.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
     ev.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -62,6 +70,23 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--login", help="only this login")
     st.add_argument("--since", type=parse_since, metavar="T", help="e.g. 30d, 2026-11-01")
     st.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    sp = sub.add_parser(
+        "store",
+        help="the store's upkeep: finish an upgrade's backfill, prune old rows",
+        description="status: the schema version and what upkeep has left to do. upkeep: "
+        "count the rows an upgrade found (stats are counted live until then) and delete "
+        "messages and events older than store.retention_days, in short transactions "
+        "while the daemons run; smtpeter-upkeep.timer runs it hourly.",
+    )
+    sp.add_argument("action", choices=["status", "upkeep"])
+    sp.add_argument(
+        "--retention-days",
+        type=int,
+        metavar="N",
+        help="keep N days instead of store.retention_days (0: prune nothing)",
+    )
+    sp.add_argument("--json", action="store_true", help="print JSON")
 
     k = sub.add_parser(
         "keys",
@@ -77,20 +102,41 @@ def add_parsers(sub: Any) -> None:
 def run_events(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg.store, create=False)
     found = store.events(
-        login=args.login, message=args.message, type=args.type, since=args.since, limit=args.limit
+        login=args.login,
+        message=args.message,
+        type=args.type,
+        since=args.since,
+        before=args.before,
+        limit=args.limit,
     )
     if args.json:
         for e in found:
             print(json.dumps(dataclasses.asdict(e), ensure_ascii=False))
-        return exits.OK
-    print(f"{'TIME':<20} {'TYPE':<6} {'LOGIN':<16} {'RECIPIENT':<28} WHAT")
-    for e in found:
-        what = e.url or " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
-        print(
-            f"{e.occurred_at[:19]:<20} {e.type:<6} {(e.login or '-')[:16]:<16} "
-            f"{(e.recipient or '-')[:28]:<28} {what}"
-        )
+    else:
+        print(f"{'ID':>9} {'TIME':<20} {'TYPE':<9} {'LOGIN':<16} {'RECIPIENT':<28} WHAT")
+        for e in found:
+            what = e.url or " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
+            print(
+                f"{e.id or 0:>9} {e.occurred_at[:19]:<20} {e.type:<9} "
+                f"{(e.login or '-')[:16]:<16} {(e.recipient or '-')[:28]:<28} {what}"
+            )
+    if found and len(found) == args.limit and found[-1].id is not None:
+        # On stderr, so that --json output stays one event a line.
+        print(f"next page: {_next_page(args, found[-1].id)}", file=sys.stderr)
     return exits.OK
+
+
+def _next_page(args: argparse.Namespace, last: int) -> str:
+    words = ["smtpeter", *(["--config", args.config] if args.config else []), "events"]
+    for option in ("login", "message", "type", "limit"):
+        value = getattr(args, option)
+        if value is not None and not (option == "limit" and value == 1000):
+            words += [f"--{option}", str(value)]
+    if args.since is not None:
+        words += ["--since", args.since]
+    if args.json:
+        words.append("--json")
+    return shlex.join([*words, "--before", str(last)])
 
 
 def run_stats(args: argparse.Namespace, cfg: Config) -> int:
@@ -106,6 +152,29 @@ def run_stats(args: argparse.Namespace, cfg: Config) -> int:
             f"{str(r['login'])[:24]:<24} {r['day']:<10} {r['messages']:>8} "
             f"{r['unique_opens']:>7} {r['unique_clicks']:>8} {r['bounces']:>8}"
         )
+    return exits.OK
+
+
+def run_store(args: argparse.Namespace, cfg: Config) -> int:
+    store = open_store(cfg.store, create=False)
+    if args.action == "upkeep":
+        days = cfg.store.retention_days if args.retention_days is None else args.retention_days
+        if days < 0:
+            print("smtpeter: --retention-days must be >= 0", file=sys.stderr)
+            return exits.USAGE
+        done = upkeep.run(store, retention_days=days)
+        report: dict[str, object] = {
+            "backfilled": done.backfilled,
+            "pruned": done.pruned,
+            "longest_step_ms": round(done.longest_step * 1000, 1),
+        }
+    else:
+        report = {"schema_version": store.schema_version(), **store.upkeep_status()}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key}: {'-' if value is None else value}")
     return exits.OK
 
 

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return events.run_stats(args, cfg)
         if args.command == "keys":
             return events.run_keys(args, cfg)
+        if args.command == "store":
+            return events.run_store(args, cfg)
         if args.command == "postfix":
             return daemons.run_postfix_setup(args, cfg)
         if args.command == "config":

@@ -75,4 +75,95 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_message_type ON events (message_uid, type);
     DROP INDEX events_message;
     """,
+    # 5: the store at 10 million events. stats reads per-login per-day counters
+    # (daily_stats) that triggers keep up to date as messages and events are written;
+    # a message's own flags (opened, clicked, bounces) say whether its first open or
+    # click was counted yet. event_logins indexes events by their message's login
+    # (events --login, newest first), bounce_reports keeps each bounce's identity
+    # once (the bounce processor's duplicate check, one primary-key lookup).
+    #
+    # Every statement here is constant-time whatever the store's size: no index is
+    # built over an existing table (on 10M events one takes seconds, with the write
+    # lock held). What an existing store needs instead, flags and counters for its
+    # messages, event_logins and bounce_reports rows for its events, is filled by the
+    # backfill (store/maintenance.py) in short batches while the daemons run; until
+    # then the readers count those rows the old way. The triggers live here, with the
+    # schema, so every writer keeps the counters right, whichever process it is.
+    """
+    ALTER TABLE messages ADD COLUMN opened INTEGER;
+    ALTER TABLE messages ADD COLUMN clicked INTEGER;
+    ALTER TABLE messages ADD COLUMN bounces INTEGER;
+    CREATE TABLE daily_stats (
+        day           TEXT NOT NULL,
+        login         TEXT NOT NULL,
+        messages      INTEGER NOT NULL DEFAULT 0,
+        unique_opens  INTEGER NOT NULL DEFAULT 0,
+        unique_clicks INTEGER NOT NULL DEFAULT 0,
+        bounces       INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, login)
+    ) WITHOUT ROWID;
+    CREATE INDEX daily_stats_login ON daily_stats (login, day);
+    CREATE TABLE event_logins (
+        login    TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        PRIMARY KEY (login, event_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE bounce_reports (
+        identity    TEXT PRIMARY KEY,
+        message_uid TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX bounce_reports_recorded ON bounce_reports (recorded_at);
+    CREATE TABLE store_state (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO store_state (name, value)
+        SELECT 'backfill_messages', MAX(id) FROM messages HAVING MAX(id) IS NOT NULL;
+    INSERT INTO store_state (name, value)
+        SELECT 'backfill_events', MAX(id) FROM events HAVING MAX(id) IS NOT NULL;
+    CREATE TRIGGER messages_counted AFTER INSERT ON messages WHEN NEW.opened IS NOT NULL
+    BEGIN
+        INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces)
+        VALUES (substr(NEW.created_at, 1, 10), COALESCE(NEW.login, '-'), 1,
+                NEW.opened, NEW.clicked, NEW.bounces)
+        ON CONFLICT (day, login) DO UPDATE SET
+            messages = messages + 1,
+            unique_opens = unique_opens + excluded.unique_opens,
+            unique_clicks = unique_clicks + excluded.unique_clicks,
+            bounces = bounces + excluded.bounces;
+    END;
+    CREATE TRIGGER messages_recounted AFTER UPDATE OF opened, clicked, bounces ON messages
+    WHEN OLD.opened IS NOT NULL
+    BEGIN
+        UPDATE daily_stats SET
+            unique_opens = unique_opens + NEW.opened - OLD.opened,
+            unique_clicks = unique_clicks + NEW.clicked - OLD.clicked,
+            bounces = bounces + NEW.bounces - OLD.bounces
+        WHERE day = substr(NEW.created_at, 1, 10) AND login = COALESCE(NEW.login, '-');
+    END;
+    CREATE TRIGGER events_login AFTER INSERT ON events
+    BEGIN
+        INSERT INTO event_logins (login, event_id)
+        SELECT login, NEW.id FROM messages WHERE uid = NEW.message_uid AND login IS NOT NULL;
+    END;
+    CREATE TRIGGER events_open AFTER INSERT ON events WHEN NEW.type = 'open'
+    BEGIN
+        UPDATE messages SET opened = 1 WHERE uid = NEW.message_uid AND opened = 0;
+    END;
+    CREATE TRIGGER events_click AFTER INSERT ON events WHEN NEW.type = 'click'
+    BEGIN
+        UPDATE messages SET clicked = 1 WHERE uid = NEW.message_uid AND clicked = 0;
+    END;
+    CREATE TRIGGER events_bounce AFTER INSERT ON events WHEN NEW.type = 'bounce'
+    BEGIN
+        UPDATE messages SET bounces = bounces + 1
+        WHERE uid = NEW.message_uid AND bounces IS NOT NULL;
+    END;
+    CREATE TRIGGER events_gone AFTER DELETE ON events
+    BEGIN
+        DELETE FROM event_logins WHERE event_id = OLD.id
+            AND login = (SELECT login FROM messages WHERE uid = OLD.message_uid);
+    END
+    """,
 )

@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smtpeter.events import Event
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
+from smtpeter.store import maintenance
 from smtpeter.store.migrations import MIGRATIONS
 from smtpeter.tracker.signing import SigningKey
 
@@ -151,6 +152,20 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script: split at each ``;`` that ends a complete
+    statement (a trigger's body has several inside its BEGIN ... END)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
+
+
 def _where(filters: list[tuple[str, object | None]]) -> tuple[str, list[object]]:
     """A WHERE clause of the filters whose value is not None; the value fills every
     ``?`` of its clause."""
@@ -184,6 +199,91 @@ def _login(row: sqlite3.Row) -> Login:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+    " features, size_before, size_after, created_at, skipped, opened, clicked, bounces)"
+    " VALUES (:uid, :queue_id, :message_id, :login, :sender, :recipients, :features,"
+    " :size_before, :size_after, :created_at, :skipped,"
+    " EXISTS (SELECT 1 FROM events WHERE message_uid = :uid AND type = 'open'),"
+    " EXISTS (SELECT 1 FROM events WHERE message_uid = :uid AND type = 'click'),"
+    " (SELECT COUNT(*) FROM events WHERE message_uid = :uid AND type = 'bounce'))"
+)
+# Events that came before their message (another node's tracker) get its login.
+_CLAIM_EVENTS = (
+    "INSERT INTO event_logins (login, event_id)"
+    " SELECT :login, id FROM events WHERE message_uid = :uid"
+    " ON CONFLICT (login, event_id) DO NOTHING"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (type, occurred_at, message_uid, recipient, url, user_agent,"
+    " client_ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_row(e: Event) -> tuple[object, ...]:
+    return (
+        e.type,
+        e.occurred_at,
+        e.message_uid,
+        e.recipient,
+        e.url,
+        e.user_agent,
+        e.client_ip,
+        json.dumps(e.detail, sort_keys=True),
+    )
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once, so no deadlock upgrading a read lock)
+    ... COMMIT, or ROLLBACK on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _state(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _state_text(conn: sqlite3.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
+    return str(row[0]) if row is not None else None
+
+
+def _next_day(day: str) -> str:
+    return (datetime.strptime(day, "%Y-%m-%d") + timedelta(days=1)).strftime("%Y-%m-%d")
+
+
+def _stats_live(
+    conn: sqlite3.Connection, login: str | None, since: str | None, until_day: str | None
+) -> list[dict[str, object]]:
+    """stats counted from the messages themselves: their flags where a trigger or the
+    backfill set them, else probes of the (message_uid, type) index."""
+    where, args = _where(
+        [("m.login = ?", login), ("m.created_at >= ?", since), ("m.created_at < ?", until_day)]
+    )
+    sql = (
+        "SELECT login, day, COUNT(*) AS messages, SUM(opened) AS unique_opens,"
+        " SUM(clicked) AS unique_clicks, SUM(bounces) AS bounces FROM ("
+        "  SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
+        "  COALESCE(m.opened, EXISTS (SELECT 1 FROM events e"
+        "    WHERE e.message_uid = m.uid AND e.type = 'open')) AS opened,"
+        "  COALESCE(m.clicked, EXISTS (SELECT 1 FROM events e"
+        "    WHERE e.message_uid = m.uid AND e.type = 'click')) AS clicked,"
+        "  COALESCE(m.bounces, (SELECT COUNT(*) FROM events e"
+        "    WHERE e.message_uid = m.uid AND e.type = 'bounce')) AS bounces"
+        f"  FROM messages m {where}"
+        ") GROUP BY login, day ORDER BY day, login"
+    )
+    return [dict(r) for r in conn.execute(sql, args)]
 
 
 class SQLiteStore:
@@ -272,8 +372,7 @@ class SQLiteStore:
                 return
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise StoreError(
@@ -281,14 +380,9 @@ class SQLiteStore:
                     f"smtpeter knows ({len(MIGRATIONS)}): upgrade smtpeter"
                 )
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in _statements(script):
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def schema_version(self) -> int:
         with self._use("read") as conn:
@@ -380,25 +474,33 @@ class SQLiteStore:
     # -- messages -----------------------------------------------------------------
 
     def record_message(self, m: MessageRecord) -> None:
-        with self._use("message record") as conn:
-            conn.execute(
-                "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender,"
-                " recipients, features, size_before, size_after, created_at, skipped)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.uid,
-                    m.queue_id,
-                    m.message_id,
-                    m.login,
-                    m.envelope_sender,
-                    json.dumps(list(m.recipients)),
-                    json.dumps(list(m.features)),
-                    m.size_before,
-                    m.size_after,
-                    m.created_at or _now(),
-                    json.dumps(list(m.skipped)),
-                ),
-            )
+        self.record_messages([m])
+
+    def record_messages(self, records: list[MessageRecord]) -> None:
+        """Write messages in one transaction. Each is counted in daily_stats at once
+        (a trigger), with any events already stored for its uid (another node's
+        tracker may have written them first), and those events get its login."""
+        if not records:
+            return
+        rows = [
+            {
+                "uid": m.uid,
+                "queue_id": m.queue_id,
+                "message_id": m.message_id,
+                "login": m.login,
+                "sender": m.envelope_sender,
+                "recipients": json.dumps(list(m.recipients)),
+                "features": json.dumps(list(m.features)),
+                "size_before": m.size_before,
+                "size_after": m.size_after,
+                "created_at": m.created_at or _now(),
+                "skipped": json.dumps(list(m.skipped)),
+            }
+            for m in records
+        ]
+        with self._use("message record") as conn, _transaction(conn):
+            conn.executemany(_INSERT_MESSAGE, rows)
+            conn.executemany(_CLAIM_EVENTS, [r for r in rows if r["uid"] and r["login"]])
 
     def messages(
         self, *, queue_id: str | None = None, uid: str | None = None, limit: int = 100
@@ -442,23 +544,17 @@ class SQLiteStore:
 
     def add_signing_key(self, key: SigningKey, *, retire_others: bool = False) -> None:
         """Store a new key; with retire_others, every active key is retired at its creation."""
-        with self._use("signing key add") as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if retire_others:
-                    conn.execute(
-                        "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL",
-                        (key.created_at,),
-                    )
+        with self._use("signing key add") as conn, _transaction(conn):
+            if retire_others:
                 conn.execute(
-                    "INSERT INTO signing_keys (kid, secret, created_at, retired_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key.kid, key.secret, key.created_at, key.retired_at),
+                    "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL",
+                    (key.created_at,),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            conn.execute(
+                "INSERT INTO signing_keys (kid, secret, created_at, retired_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key.kid, key.secret, key.created_at, key.retired_at),
+            )
 
     def delete_signing_keys_retired_before(self, when: float) -> int:
         with self._use("signing key purge") as conn:
@@ -470,33 +566,39 @@ class SQLiteStore:
     # -- events -------------------------------------------------------------------
 
     def record_events(self, events: list[Event]) -> None:
-        """Write a batch of events in one transaction."""
+        """Write a batch of events in one transaction (counted in daily_stats by the
+        schema's triggers)."""
         if not events:
             return
-        with self._use("event record") as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO events (type, occurred_at, message_uid, recipient, url,"
-                    " user_agent, client_ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            e.type,
-                            e.occurred_at,
-                            e.message_uid,
-                            e.recipient,
-                            e.url,
-                            e.user_agent,
-                            e.client_ip,
-                            json.dumps(e.detail, sort_keys=True),
-                        )
-                        for e in events
-                    ],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._use("event record") as conn, _transaction(conn):
+            conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+
+    def record_bounce(self, message_uid: str, key: str, events: list[Event]) -> bool:
+        """Record a bounce's events unless this bounce of this message was recorded
+        before; False, and nothing written, if it was. ``key`` tells bounces apart
+        (for now Postfix's queue id of the bounce: a retry of the same delivery).
+        One primary-key lookup in bounce_reports, plus, while an upgrade's backfill
+        has not reached the older events, a look at the message's own events."""
+        with self._use("bounce record") as conn, _transaction(conn):
+            if (
+                _state(conn, "backfill_events") > 0
+                and conn.execute(
+                    "SELECT 1 FROM events WHERE message_uid = ?"
+                    " AND type IN ('bounce', 'delay', 'autoreply')"
+                    " AND json_extract(detail, '$.bounce_id') = ?",
+                    (message_uid, key),
+                ).fetchone()
+            ):
+                return False
+            cur = conn.execute(
+                "INSERT INTO bounce_reports (identity, message_uid, recorded_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING",
+                (f"{message_uid} {key}", message_uid, _now()),
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+            return True
 
     def events(
         self,
@@ -505,45 +607,71 @@ class SQLiteStore:
         message: str | None = None,
         type: str | None = None,
         since: str | None = None,
+        before: int | None = None,
         limit: int = 1000,
     ) -> list[Event]:
-        """Events, oldest first. ``message`` matches a message's uid, Message-ID or queue id.
+        """Events, newest first: in the reverse of the order the store recorded them
+        (the tracker writes them as they come; a batch held back by a store outage
+        comes in later than its times say). ``message`` matches a message's uid,
+        Message-ID or queue id. ``before`` is a cursor: the ``id`` of the last event
+        of the previous page.
+
+        Each page is read by an index in this order: events by id, a login's events
+        by (login, event id), a message's events by uid; ``since`` with ``type`` by
+        (type, occurred_at). So a page costs the same however large the store.
 
         The recipient of an open or click is the message's recipient when it had
         exactly one (a message to several shares one body, so they cannot be told apart).
         """
-        # A message is resolved first, each way by its own index (the value as a uid,
-        # the messages with that Message-ID, those with that queue id), and then its
-        # events are read by message_uid: the same rows as matching any of the three,
-        # without an OR across the join that no index can serve. CROSS JOIN keeps that
-        # order (SQLite does not reorder it), whatever the other filters.
-        where, args = _where(
-            [
-                ("m.login = ?", login),
-                ("e.type = ?", type),
-                ("e.occurred_at >= ?", since),
-            ]
-        )
+        # With neither message nor since, a unary + keeps SQLite from reading every
+        # event of the type by the (type, occurred_at) index to sort them all: the
+        # events are read newest first and filtered, up to a page.
+        unbounded = message is None and since is None
+        filters: list[tuple[str, object | None]] = [
+            ("+e.type = ?" if unbounded else "e.type = ?", type),
+            ("e.occurred_at >= ?", since),
+            ("e.id < ?", before),
+        ]
         source = "events e"
-        if message is not None:
-            source = (
-                "(SELECT ? AS uid UNION SELECT uid FROM messages WHERE message_id = ?"
-                " UNION SELECT uid FROM messages WHERE queue_id = ?) t"
-                " CROSS JOIN events e ON e.message_uid = t.uid"
-            )
-            args = [message, message, message, *args]
+        pre: list[object] = []
         with self._use("event list") as conn:
+            if message is not None:
+                # The message is resolved first, each way by its own index, then its
+                # events by uid: no OR across the join that no index could serve.
+                # CROSS JOIN keeps that order (SQLite does not reorder it).
+                source = (
+                    "(SELECT ? AS uid UNION SELECT uid FROM messages WHERE message_id = ?"
+                    " UNION SELECT uid FROM messages WHERE queue_id = ?) t"
+                    " CROSS JOIN events e ON e.message_uid = t.uid"
+                )
+                pre = [message, message, message]
+                if login is not None:
+                    filters.append(("m.login = ?", login))
+            elif login is not None:
+                if _state(conn, "backfill_events") > 0:
+                    # Older events are not all in event_logins until the backfill
+                    # is done: found through their message meanwhile.
+                    filters.append(("m.login = ?", login))
+                else:
+                    source = (
+                        "event_logins l CROSS JOIN events e ON e.id = l.event_id AND l.login = ?"
+                    )
+                    pre = [login]
+                    filters[2] = ("l.event_id < ?", before)
+            where, args = _where(filters)
+            order = "l.event_id DESC" if source.startswith("event_logins") else "e.id DESC"
             rows = conn.execute(
-                "SELECT e.type, e.occurred_at, e.message_uid, e.url, e.user_agent, e.client_ip,"
-                " e.detail, m.login, m.message_id,"
+                "SELECT e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
+                " e.client_ip, e.detail, m.login, m.message_id,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
                 "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
                 f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
-                " ORDER BY e.occurred_at, e.id LIMIT ?",
-                (*args, limit),
+                f" ORDER BY {order} LIMIT ?",
+                (*pre, *args, limit),
             )
             return [
                 Event(
+                    id=r["id"],
                     type=r["type"],
                     occurred_at=r["occurred_at"],
                     message_uid=r["message_uid"],
@@ -565,23 +693,65 @@ class SQLiteStore:
         clicks (distinct messages opened or clicked), bounces (bounce events of those
         messages).
 
-        Every column comes from the messages in the window only: they are read by an
-        index on (login, created_at) or created_at, and each one's events are counted
-        by probes of the (message_uid, type) index, so the cost grows with the messages
-        in the window, not with the store."""
-        where, args = _where([("m.login = ?", login), ("m.created_at >= ?", since)])
-        sql = (
-            "SELECT login, day, COUNT(*) AS messages, SUM(opened) AS unique_opens,"
-            " SUM(clicked) AS unique_clicks, SUM(bounces) AS bounces FROM ("
-            "  SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
-            "  EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'open')"
-            "    AS opened,"
-            "  EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'click')"
-            "    AS clicked,"
-            "  (SELECT COUNT(*) FROM events e WHERE e.message_uid = m.uid AND e.type = 'bounce')"
-            "    AS bounces"
-            f"  FROM messages m {where}"
-            ") GROUP BY login, day ORDER BY day, login"
-        )
+        Whole days come from daily_stats, the counters the schema's triggers keep as
+        messages and events are written: one row read per row returned. A window that
+        starts inside a day counts that day's messages from ``since`` on live (a day's
+        messages at most, by index), unless that day was pruned (retention_days): then
+        the day's row is given whole. While an upgrade's backfill has not counted every
+        older message yet, everything is counted live (correct, slower)."""
         with self._use("stats") as conn:
-            return [dict(r) for r in conn.execute(sql, args)]
+            if _state(conn, "backfill_messages") > 0:
+                return _stats_live(conn, login, since, None)
+            rows: list[dict[str, object]] = []
+            first_day = None
+            if since is not None:
+                first_day = since[:10]
+                pruned_before = _state_text(conn, "pruned_before")
+                if since[10:] > "T00:00:00.000000Z" and not (
+                    pruned_before and since < pruned_before
+                ):
+                    next_day = _next_day(first_day)
+                    rows = _stats_live(conn, login, since, next_day)
+                    first_day = next_day
+            where, args = _where([("login = ?", login), ("day >= ?", first_day)])
+            rows += [
+                dict(r)
+                for r in conn.execute(
+                    "SELECT login, day, messages, unique_opens, unique_clicks, bounces"
+                    f" FROM daily_stats {where} ORDER BY day, login",
+                    args,
+                )
+            ]
+            return rows
+
+    # -- upkeep: the upgrade's backfill and retention -----------------------------
+
+    def backfill_pending(self) -> bool:
+        """Whether an upgrade left older rows to count (see :meth:`backfill`)."""
+        with self._use("backfill check") as conn:
+            return _state(conn, "backfill_messages") > 0 or _state(conn, "backfill_events") > 0
+
+    def upkeep_status(self) -> dict[str, object]:
+        """What upkeep has left: the highest message and event ids still to backfill
+        (None: done) and the time retention last pruned to."""
+        with self._use("upkeep status") as conn:
+            return {
+                "backfill_messages_through_id": _state_text(conn, "backfill_messages"),
+                "backfill_events_through_id": _state_text(conn, "backfill_events"),
+                "pruned_before": _state_text(conn, "pruned_before"),
+            }
+
+    def backfill_step(self, batch: int = 2000) -> int:
+        """Count one batch of the messages an upgrade found (their flags and daily_stats
+        rows), or else give one batch of older events their login, in one short
+        transaction; the number of rows done, 0 when nothing is left."""
+        with self._use("backfill") as conn, _transaction(conn):
+            return maintenance.backfill_step(conn, batch)
+
+    def prune_step(self, before: str, batch: int = 1000) -> int:
+        """Delete up to ``batch`` messages created before ``before`` with their events
+        (then old events of unknown messages, then old bounce identities), in one short
+        transaction; the rows deleted, 0 when nothing is left. daily_stats keeps the
+        history."""
+        with self._use("prune") as conn, _transaction(conn):
+            return maintenance.prune_step(conn, before, batch)

@@ -1,0 +1,76 @@
+"""`smtpeter store upkeep`: the upgrade's backfill and retention, run while the daemons
+run (the package's smtpeter-upkeep.timer starts it hourly).
+
+Each step is one short transaction (store/maintenance.py); between steps the job
+pauses at least as long as the step took, so it holds the write lock half the time at
+most and a daemon's write waits one step (milliseconds) at worst.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from smtpeter.store import Store
+
+log = logging.getLogger("smtpeter.store.upkeep")
+
+# Seconds between two progress lines of a long job.
+_PROGRESS_EVERY = 10.0
+
+
+@dataclass
+class Done:
+    backfilled: int = 0
+    pruned: int = 0
+    longest_step: float = 0.0
+
+
+def _loop(what: str, step: Callable[[], int], done: Done, pause: float) -> int:
+    rows = 0
+    said = time.monotonic()
+    while True:
+        started = time.monotonic()
+        n = step()
+        took = time.monotonic() - started
+        done.longest_step = max(done.longest_step, took)
+        if n == 0:
+            return rows
+        rows += n
+        if time.monotonic() - said >= _PROGRESS_EVERY:
+            log.info("%s: %d rows so far", what, rows)
+            said = time.monotonic()
+        time.sleep(max(pause, took))
+
+
+def run(
+    store: Store,
+    *,
+    retention_days: int,
+    batch: int = 2000,
+    pause: float = 0.01,
+    now: datetime | None = None,
+) -> Done:
+    """Finish any backfill, then prune what is older than ``retention_days`` (0: keep
+    everything). Interrupted, it goes on where it was the next time."""
+    done = Done()
+    if store.backfill_pending():
+        log.info("store %s: counting the rows stored before the upgrade", store.path)
+        done.backfilled = _loop("backfill", lambda: store.backfill_step(batch), done, pause)
+        log.info("store %s: backfill done: %d rows", store.path, done.backfilled)
+    if retention_days > 0:
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+        before = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        done.pruned = _loop("prune", lambda: store.prune_step(before, batch), done, pause)
+        if done.pruned:
+            log.info(
+                "store %s: pruned %d rows older than %s (%d days); stats keep their counts",
+                store.path,
+                done.pruned,
+                before,
+                retention_days,
+            )
+    return done

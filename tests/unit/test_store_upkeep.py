@@ -1,0 +1,262 @@
+"""The store at scale, kept right: the per-day counters against a recount, an older
+store upgraded in place while a writer keeps writing, events a page at a time, the
+retention that prunes rows but keeps the counts, and a bounce recorded once."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from smtpeter.events import Event
+from smtpeter.store import MessageRecord, Store, upkeep
+from smtpeter.store.migrations import MIGRATIONS
+from smtpeter.store.sqlite import SQLiteStore
+from tests.unit.test_store_stats_recount import DAYS, LOGINS, TYPES, _time, recount
+
+
+def _message(i: int, rng: random.Random, uid: str | None) -> MessageRecord:
+    return MessageRecord(
+        queue_id=f"Q{i:05X}", message_id=f"<{i}@gen.test>",
+        login=rng.choices(LOGINS, weights=(8, 4, 2, 1, 1))[0], envelope_sender="s@example.com",
+        recipients=tuple(f"r{j}@example.org" for j in range(rng.choice((1, 2)))),
+        features=(), size_before=1, size_after=1, created_at=_time(rng, rng.choice(DAYS)), uid=uid,
+    )  # fmt: skip
+
+
+def _events_for(uid: str, rng: random.Random) -> list[Event]:
+    return [
+        Event(rng.choice(TYPES), uid, _time(rng, rng.choice(DAYS)))
+        for _ in range(rng.choice((0, 1, 2, 4, 7)))
+    ]
+
+
+def old_store(path: Path, n: int, seed: int) -> tuple[list[MessageRecord], list[Event]]:
+    """A store of schema 4 (before the counters), filled with the SQL that version ran."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:4]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 4")
+    messages = [_message(i, rng, None if i % 29 == 0 else f"u{i}") for i in range(n)]
+    events = [e for m in messages if m.uid for e in _events_for(m.uid, rng)]
+    events += [Event("bounce", f"gone{k}", _time(rng, DAYS[0])) for k in range(20)]
+    rng.shuffle(events)
+    conn.executemany(
+        "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+        " features, size_before, size_after, created_at) VALUES (?, ?, ?, ?, ?, ?, '[]', 1, 1, ?)",
+        [
+            (m.uid, m.queue_id, m.message_id, m.login, m.envelope_sender,
+             json.dumps(m.recipients), m.created_at)
+            for m in messages
+        ],
+    )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO events (type, occurred_at, message_uid, detail) VALUES (?, ?, ?, ?)",
+        [(e.type, e.occurred_at, e.message_uid, json.dumps(e.detail)) for e in events],
+    )
+    conn.commit()
+    conn.close()
+    return messages, events
+
+
+def _pages(store: Store, **filters: object) -> list[int]:
+    """Every event id the filters select, read a page of 7 at a time with the cursor."""
+    ids: list[int] = []
+    before: int | None = None
+    while True:
+        page = store.events(**filters, before=before, limit=7)  # type: ignore[arg-type]
+        ids += [e.id for e in page if e.id is not None]
+        if len(page) < 7:
+            return ids
+        before = page[-1].id
+
+
+def _all_ids(store: Store, **filters: object) -> list[int]:
+    return [e.id for e in store.events(**filters, limit=10**9) if e.id is not None]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "since", [None, "2026-11-03", "2026-11-03T07:12:00.000000Z", "2026-11-08T23:59:00Z"]
+)
+def test_an_upgraded_store_counts_the_same_before_during_and_after_its_backfill(
+    tmp_path: Path, since: str | None
+) -> None:
+    """An older store's stats equal a recount right after the upgrade (counted live),
+    after half of the backfill, and once the counters hold everything."""
+    messages, events = old_store(tmp_path / "old.db", 1500, 5)
+    store = SQLiteStore(str(tmp_path / "old.db"))
+    assert store.backfill_pending()
+    for login in (None, "news"):
+        assert store.stats(login=login, since=since) == recount(messages, events, login, since)
+    for _ in range(3):
+        assert store.backfill_step(batch=200) == 200
+    assert store.stats(since=since) == recount(messages, events, None, since)
+    done = upkeep.run(store, retention_days=0, batch=200, pause=0)
+    assert done.backfilled == 1500 - 600 + len(events)
+    assert not store.backfill_pending()
+    for login in (None, "news", "nobody"):
+        assert store.stats(login=login, since=since) == recount(messages, events, login, since)
+
+
+def test_events_a_page_at_a_time_whatever_the_filter_and_the_backfill(tmp_path: Path) -> None:
+    """Paging with the cursor gives every selected event exactly once, newest first,
+    through the upgrade's fallback and through the new indexes alike."""
+    messages, events = old_store(tmp_path / "old.db", 400, 8)
+    store = SQLiteStore(str(tmp_path / "old.db"))
+    login_of = {m.uid: m.login for m in messages if m.uid}
+    recorded = list(reversed(events))  # ids follow the order they were written
+    selections: list[dict[str, str]] = [
+        {}, {"login": "shop"}, {"type": "click"}, {"login": "bank", "type": "open"},
+        {"since": "2026-11-05"}, {"type": "bounce", "since": "2026-11-05"},
+    ]  # fmt: skip
+    for phase in ("before backfill", "after backfill"):
+        for filters in selections:
+            got = _pages(store, **filters)
+            assert got == _all_ids(store, **filters), (phase, filters)
+            assert got == sorted(got, reverse=True)
+            want = [
+                e
+                for e in recorded
+                if ("login" not in filters or login_of.get(e.message_uid) == filters["login"])
+                and ("type" not in filters or e.type == filters["type"])
+                and ("since" not in filters or e.occurred_at >= str(filters["since"]))
+            ]
+            page = store.events(**filters, limit=10**9)  # type: ignore[arg-type]
+            assert [(e.type, e.occurred_at, e.message_uid) for e in page] == [
+                (e.type, e.occurred_at, e.message_uid) for e in want
+            ], (phase, filters)
+        upkeep.run(store, retention_days=0, batch=50, pause=0)
+
+
+def test_the_backfill_leaves_a_busy_writer_waiting_milliseconds(tmp_path: Path) -> None:
+    """While the backfill works through an older store, a writer recording a message
+    and its events every few milliseconds is never held up for long, and the
+    counters then match a recount of everything, the writer's rows included."""
+    path = tmp_path / "old.db"
+    messages, events = old_store(path, 12000, 11)
+    store = SQLiteStore(str(path))
+    writer = SQLiteStore(str(path))
+    rng = random.Random(3)
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        i = 100_000
+        while not stop.is_set():
+            m = _message(i, rng, f"w{i}")
+            click = Event("click", f"u{rng.randrange(12000)}", _time(rng, DAYS[3]))
+            evs = [*_events_for(f"w{i}", rng), click]
+            started = time.monotonic()
+            writer.record_message(m)
+            writer.record_events(evs)
+            waits.append(time.monotonic() - started)
+            messages.append(m)
+            events.extend(evs)
+            i += 1
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        done = upkeep.run(store, retention_days=0, batch=2000, pause=0.005)
+    finally:
+        stop.set()
+        thread.join()
+    assert done.backfilled >= 12000 and len(waits) > 20
+    assert max(waits) < 0.5, sorted(waits)[-5:]
+    assert done.longest_step < 0.5
+    assert store.stats() == recount(messages, events, None, None)
+
+
+def test_events_that_come_before_their_message_are_counted_and_found_by_login(
+    tmp_path: Path,
+) -> None:
+    """Another node's tracker may store a click before this node stores the message:
+    the click still counts in stats and shows under the message's login."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    store.record_events([Event("click", "u1", "2026-11-02T08:00:00Z"),
+                         Event("bounce", "u1", "2026-11-02T09:00:00Z")])  # fmt: skip
+    m = _message(1, random.Random(1), "u1")
+    store.record_message(m)
+    store.record_events([Event("click", "u1", "2026-11-02T10:00:00Z")])
+    (row,) = store.stats()
+    assert (row["messages"], row["unique_clicks"], row["bounces"]) == (1, 1, 1)
+    assert [e.type for e in store.events(login=m.login)] == ["click", "bounce", "click"]
+
+
+def test_retention_prunes_rows_and_keeps_the_counts(tmp_path: Path) -> None:
+    """Pruning deletes the old messages with their events (also from events --login),
+    old events of unknown messages, and stats stay as they
+    were, a day inside the pruned range included."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    rng = random.Random(4)
+    messages = [_message(i, rng, f"u{i}") for i in range(600)]
+    store.record_messages(messages)
+    events = [e for m in messages for e in _events_for(str(m.uid), rng)]
+    store.record_events([*events, Event("open", "nobody", "2026-11-01T01:00:00Z")])
+    assert store.record_bounce("u1", "QB1", [Event("bounce", "u1", "2026-11-01T02:00:00Z")])
+    stats = store.stats()
+    partial = store.stats(since="2026-11-03T12:00:00Z")
+    cutoff = "2026-11-05T00:00:00.000000Z"
+    while store.prune_step(cutoff, batch=50):
+        pass
+    kept = {m.uid for m in messages if m.created_at >= cutoff}
+    assert {m.uid for m in store.messages(limit=10**6)} == kept
+    assert {e.message_uid for e in store.events(limit=10**9)} <= kept
+    for login in LOGINS:
+        if login is not None:
+            assert {e.message_uid for e in store.events(login=login, limit=10**9)} <= kept
+    assert store.stats() == stats
+    # A window starting inside a pruned day takes that day whole from the counters.
+    assert (
+        store.stats(since="2026-11-03T12:00:00Z")
+        == [r for r in stats if str(r["day"]) >= "2026-11-03"]
+        != partial
+    )
+    assert store.upkeep_status()["pruned_before"] == cutoff
+    # A bounce identity is kept by when it was recorded (now), not by its message.
+    assert not store.record_bounce("u1", "QB1", [])
+
+
+def test_upkeep_prunes_by_retention_days(tmp_path: Path) -> None:
+    """store.retention_days counts back from now; 0 prunes nothing."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    store.record_messages([_message(i, random.Random(i), f"u{i}") for i in range(50)])
+    assert upkeep.run(store, retention_days=0).pruned == 0
+    from datetime import UTC, datetime
+
+    done = upkeep.run(store, retention_days=3, now=datetime(2026, 11, 8, tzinfo=UTC))
+    assert done.pruned == 50 - len(store.messages(limit=1000))
+    assert all(m.created_at >= "2026-11-05" for m in store.messages(limit=1000))
+    assert store.messages(limit=1000)
+
+
+def test_a_bounce_is_recorded_once_by_its_identity(tmp_path: Path) -> None:
+    """The same bounce delivered again records nothing; after an upgrade, a bounce
+    recorded by the older version is known before the backfill reaches it."""
+    path = tmp_path / "old.db"
+    old_store(path, 10, 1)
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO events (type, occurred_at, message_uid, detail) VALUES"
+        " ('bounce', '2026-11-02T00:00:00Z', 'u1', '{\"bounce_id\": \"QOLD\"}')"
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(str(path))
+    bounce = [Event("bounce", "u1", "2026-11-03T00:00:00Z", detail={"bounce_id": "QNEW"})]
+    assert not store.record_bounce("u1", "QOLD", bounce)
+    assert store.record_bounce("u1", "QNEW", bounce)
+    assert not store.record_bounce("u1", "QNEW", bounce)
+    assert not store.record_bounce("u1", "QOLD", bounce)
+    upkeep.run(store, retention_days=0)
+    assert not store.record_bounce("u1", "QOLD", bounce)
+    assert store.record_bounce("u2", "QOLD", [])  # another message's bounce
+    news = [e for e in store.events(message="u1") if e.detail.get("bounce_id") == "QNEW"]
+    assert len(news) == 1
