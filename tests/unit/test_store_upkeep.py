@@ -260,3 +260,37 @@ def test_a_bounce_is_recorded_once_by_its_identity(tmp_path: Path) -> None:
     assert store.record_bounce("u2", "QOLD", [])  # another message's bounce
     news = [e for e in store.events(message="u1") if e.detail.get("bounce_id") == "QNEW"]
     assert len(news) == 1
+
+
+def test_a_daemon_of_the_previous_version_still_writing_is_counted(tmp_path: Path) -> None:
+    """During a package upgrade a daemon of the previous version may write a few more
+    rows with its own SQL after the store was migrated: its messages are counted and
+    its bounces' identities known, as if the new version had written them."""
+    path = tmp_path / "s.db"
+    messages, events = old_store(path, 30, 2)
+    store = SQLiteStore(str(path))
+    rng = random.Random(9)
+    late = _message(500, rng, "late1")
+    old_writer = sqlite3.connect(path)
+    old_writer.execute(
+        "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+        " features, size_before, size_after, created_at) VALUES (?, ?, ?, ?, ?, '[]', '[]',"
+        " 1, 1, ?)",
+        (late.uid, late.queue_id, late.message_id, late.login, late.envelope_sender,
+         late.created_at),
+    )  # fmt: skip
+    bounce = Event("bounce", "late1", late.created_at, detail={"bounce_id": "QLATE"})
+    old_writer.execute(
+        "INSERT INTO events (type, occurred_at, message_uid, detail) VALUES (?, ?, ?, ?)",
+        (bounce.type, bounce.occurred_at, bounce.message_uid, json.dumps(bounce.detail)),
+    )
+    old_writer.commit()
+    old_writer.close()
+    messages.append(late)
+    events.append(bounce)
+    upkeep.run(store, retention_days=0)
+    assert store.stats() == recount(messages, events, None, None)
+    assert not store.record_bounce("late1", "QLATE", [bounce])
+    assert [e.message_uid for e in store.events(login=late.login) if e.type == "bounce"].count(
+        "late1"
+    ) == 1

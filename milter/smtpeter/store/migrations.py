@@ -88,7 +88,9 @@ MIGRATIONS: tuple[str, ...] = (
     # messages, event_logins and bounce_reports rows for its events, is filled by the
     # backfill (store/maintenance.py) in short batches while the daemons run; until
     # then the readers count those rows the old way. The triggers live here, with the
-    # schema, so every writer keeps the counters right, whichever process it is.
+    # schema, so every writer keeps the counters right, whichever process it is: a
+    # daemon of the previous version still running during a package upgrade too
+    # (its messages are counted on insert, its bounces' identities kept).
     """
     ALTER TABLE messages ADD COLUMN opened INTEGER;
     ALTER TABLE messages ADD COLUMN clicked INTEGER;
@@ -122,11 +124,19 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'backfill_messages', MAX(id) FROM messages HAVING MAX(id) IS NOT NULL;
     INSERT INTO store_state (name, value)
         SELECT 'backfill_events', MAX(id) FROM events HAVING MAX(id) IS NOT NULL;
-    CREATE TRIGGER messages_counted AFTER INSERT ON messages WHEN NEW.opened IS NOT NULL
+    CREATE TRIGGER messages_counted AFTER INSERT ON messages
     BEGIN
+        UPDATE messages SET
+            opened = EXISTS (SELECT 1 FROM events
+                             WHERE message_uid = NEW.uid AND type = 'open'),
+            clicked = EXISTS (SELECT 1 FROM events
+                              WHERE message_uid = NEW.uid AND type = 'click'),
+            bounces = (SELECT COUNT(*) FROM events
+                       WHERE message_uid = NEW.uid AND type = 'bounce')
+        WHERE id = NEW.id;
         INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces)
-        VALUES (substr(NEW.created_at, 1, 10), COALESCE(NEW.login, '-'), 1,
-                NEW.opened, NEW.clicked, NEW.bounces)
+        SELECT substr(created_at, 1, 10), COALESCE(login, '-'), 1, opened, clicked, bounces
+        FROM messages WHERE id = NEW.id
         ON CONFLICT (day, login) DO UPDATE SET
             messages = messages + 1,
             unique_opens = unique_opens + excluded.unique_opens,
@@ -146,6 +156,15 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN
         INSERT INTO event_logins (login, event_id)
         SELECT login, NEW.id FROM messages WHERE uid = NEW.message_uid AND login IS NOT NULL;
+    END;
+    CREATE TRIGGER events_bounce_id AFTER INSERT ON events
+    WHEN NEW.type IN ('bounce', 'delay', 'autoreply')
+        AND COALESCE(json_extract(NEW.detail, '$.bounce_id'), '') != ''
+    BEGIN
+        INSERT INTO bounce_reports (identity, message_uid, recorded_at)
+        VALUES (NEW.message_uid || ' ' || json_extract(NEW.detail, '$.bounce_id'),
+                NEW.message_uid, NEW.occurred_at)
+        ON CONFLICT (identity) DO NOTHING;
     END;
     CREATE TRIGGER events_open AFTER INSERT ON events WHEN NEW.type = 'open'
     BEGIN

@@ -201,14 +201,12 @@ def _login(row: sqlite3.Row) -> Login:
     )
 
 
+# The schema's trigger counts the message (its flags, daily_stats) as it goes in.
 _INSERT_MESSAGE = (
     "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
-    " features, size_before, size_after, created_at, skipped, opened, clicked, bounces)"
+    " features, size_before, size_after, created_at, skipped)"
     " VALUES (:uid, :queue_id, :message_id, :login, :sender, :recipients, :features,"
-    " :size_before, :size_after, :created_at, :skipped,"
-    " EXISTS (SELECT 1 FROM events WHERE message_uid = :uid AND type = 'open'),"
-    " EXISTS (SELECT 1 FROM events WHERE message_uid = :uid AND type = 'click'),"
-    " (SELECT COUNT(*) FROM events WHERE message_uid = :uid AND type = 'bounce'))"
+    " :size_before, :size_after, :created_at, :skipped)"
 )
 # Events that came before their message (another node's tracker) get its login.
 _CLAIM_EVENTS = (
