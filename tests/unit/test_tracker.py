@@ -4,6 +4,7 @@ temporary directory, spoken to with http.client (which never follows redirects).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import json
 import logging
@@ -483,6 +484,35 @@ def test_store_outage_keeps_redirecting_and_events_arrive_later(
         for r in caplog.records
     )
     assert json.loads(tracker.request("/healthz").body)["store"] == "ok"
+
+
+def test_an_overflowing_queue_is_counted_logged_and_shown_in_healthz(
+    cfg: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the store cannot keep up, the events the queue cannot hold are never lost
+    silently: /healthz counts them, the log says so, and the newest ones are written."""
+    small = dataclasses.replace(cfg, tracker=dataclasses.replace(cfg.tracker, event_queue_max=5))
+    tracker = Tracker(small)
+    db = sqlite3.connect(cfg.store.sqlite_path, isolation_level=None)
+    db.execute("ALTER TABLE events RENAME TO events_away")
+    try:
+        for i in range(12):
+            token = tracker.signer().sign("c", f"uid-{i}", URL)
+            assert tracker.request(f"/c/{token}").status == 302
+        health = json.loads(tracker.request("/healthz").body)
+        assert (health["queue"], health["dropped"]) == (5, 7)
+    finally:
+        db.execute("ALTER TABLE events_away RENAME TO events")
+    assert any(
+        r.levelno == logging.ERROR and "event queue full (5)" in r.getMessage()
+        for r in caplog.records
+    )
+    try:
+        events = wait_events(tracker.store, 5)
+        assert [e.message_uid for e in events] == [f"uid-{i}" for i in range(7, 12)]
+        assert json.loads(tracker.request("/healthz").body)["dropped"] == 7
+    finally:
+        tracker.stop()
 
 
 def test_locked_store_does_not_hold_up_redirects(tracker: Tracker, cfg: Config) -> None:
