@@ -569,8 +569,11 @@ class _Connection:
                 ):
                     verified = cached = True
                 else:
-                    verified = password_is_text and await server.verify(
-                        credentials.password_hash, password
+                    # Verify even a password that is not text, so that it takes as
+                    # long as for an unknown login (which pays for the dummy hash).
+                    verified = (
+                        await server.verify(credentials.password_hash, password)
+                        and password_is_text
                     )
                     if verified and credentials.enabled:
                         server.cache.store(name, password, credentials.password_hash)
