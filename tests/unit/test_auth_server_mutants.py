@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -85,6 +86,25 @@ def auth(
 ) -> str:
     line = f"AUTH\t{request_id}\t{mech}\t{params}"
     return line if resp is None else f"{line}\tresp={resp}"
+
+
+async def serving(
+    store: FakeStore, sock_dir: str, **options: Any
+) -> tuple[AuthServer, str, asyncio.Task[None]]:
+    """An AuthServer on its unix socket in sock_dir, serving."""
+    server = AuthServer(store.lookup, store.verify, DUMMY_HASH, **options)
+    path = os.path.join(sock_dir, "auth")
+    task = asyncio.create_task(server.serve_unix(path))
+    await server.wait_serving()
+    return server, path, task
+
+
+async def connected(path: str) -> Client:
+    """A client connected to the socket, past the handshake."""
+    reader, writer = await asyncio.open_unix_connection(path)
+    client = Client(reader, writer, None)
+    await client.handshake()
+    return client
 
 
 async def converse(client: Client, steps: list[tuple[str, str]]) -> None:
@@ -798,16 +818,9 @@ def test_shutdown_closes_idle_connections_and_refuses_new_auth(
     """On stop, an AUTH arriving meanwhile is answered by closing (Postfix says 454 and retries)."""
 
     async def body() -> None:
-        server = AuthServer(store.lookup, store.verify, DUMMY_HASH, failure_delay=0.5)
-        path = os.path.join(sock_dir, "auth")
-        task = asyncio.create_task(server.serve_unix(path))
-        await server.wait_serving()
-        reader, writer = await asyncio.open_unix_connection(path)
-        busy = Client(reader, writer, None)
-        await busy.handshake()
-        reader2, writer2 = await asyncio.open_unix_connection(path)
-        idle = Client(reader2, writer2, None)
-        await idle.handshake()
+        server, path, task = await serving(store, sock_dir, failure_delay=0.5)
+        busy = await connected(path)
+        idle = await connected(path)
         await busy.send(auth("PLAIN", plain("alice", "wrong")))
         await asyncio.sleep(0.05)
         stopper = asyncio.create_task(server.stop())
@@ -833,13 +846,8 @@ def test_cancelled_daemon_does_not_wait_for_in_flight_requests(
     """Cancelling the daemon (not a graceful stop) closes at once, without the grace period."""
 
     async def body() -> None:
-        server = AuthServer(store.lookup, store.verify, DUMMY_HASH, failure_delay=3.0)
-        path = os.path.join(sock_dir, "auth")
-        task = asyncio.create_task(server.serve_unix(path))
-        await server.wait_serving()
-        reader, writer = await asyncio.open_unix_connection(path)
-        client = Client(reader, writer, None)
-        await client.handshake()
+        _, path, task = await serving(store, sock_dir, failure_delay=3.0)
+        client = await connected(path)
         await client.send(auth("PLAIN", plain("alice", "wrong")))
         await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
@@ -865,9 +873,7 @@ def test_graceful_stop_waits_at_most_the_grace(store: FakeStore, sock_dir: str) 
         path = os.path.join(sock_dir, "auth")
         task = asyncio.create_task(server.serve_unix(path))
         await server.wait_serving()
-        reader, writer = await asyncio.open_unix_connection(path)
-        client = Client(reader, writer, None)
-        await client.handshake()
+        client = await connected(path)
         await client.send(auth("PLAIN", plain("alice", "wrong")))
         await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
@@ -1054,9 +1060,7 @@ def test_stopping_abandons_queued_password_checks(store: FakeStore, sock_dir: st
         path = os.path.join(sock_dir, "auth")
         task = asyncio.create_task(server.serve_unix(path))
         await server.wait_serving()
-        reader, writer = await asyncio.open_unix_connection(path)
-        client = Client(reader, writer, None)
-        await client.handshake()
+        client = await connected(path)
         for request_id in (1, 2, 3):
             await client.send(auth("PLAIN", plain("alice", "secret"), request_id=request_id))
         await asyncio.get_running_loop().run_in_executor(None, started_checks.wait, LINE_TIMEOUT)
