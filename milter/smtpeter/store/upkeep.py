@@ -50,7 +50,7 @@ def run(
     store: Store,
     *,
     retention_days: int,
-    batch: int = 2000,
+    batch: int = 500,
     pause: float = 0.01,
     now: datetime | None = None,
 ) -> Done:
