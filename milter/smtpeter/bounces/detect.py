@@ -43,6 +43,7 @@ import quopri
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.errors import HeaderParseError
 from email.generator import BytesGenerator
 from email.header import decode_header, make_header
 from email.message import Message
@@ -235,8 +236,11 @@ def _header(msg: Message, name: str) -> str:
     if value is None:
         return ""
     text = str(value)
-    # A bad encoded-word leaves the header as it is.
-    with contextlib.suppress(ValueError, LookupError, UnicodeError, binascii.Error, TypeError):
+    # A bad encoded-word leaves the header as it is (bad base64 in one raises
+    # HeaderParseError, which is no ValueError).
+    with contextlib.suppress(
+        ValueError, LookupError, UnicodeError, binascii.Error, TypeError, HeaderParseError
+    ):
         text = str(make_header(decode_header(text)))
     return _unfold(text)
 
