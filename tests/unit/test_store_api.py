@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,41 @@ def test_a_store_made_by_root_belongs_to_its_directory_owner(tmp_path: Path) -> 
     os.chown(service / "smtpeter.db", 0, 0)
     SQLiteStore(str(service / "smtpeter.db"))
     assert os.stat(service / "smtpeter.db").st_uid == 0
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"),
+    [
+        ("login lookup", lambda s: s.get_login("shop")),
+        ("login list", lambda s: s.list_logins()),
+        ("login create", lambda s: s.create_login(_login("shop"))),
+        ("login update", lambda s: s.update_login("shop", enabled=False)),
+        ("login delete", lambda s: s.delete_login("shop")),
+        ("message record", lambda s: s.record_message(_record(1))),
+        ("message list", lambda s: s.messages()),
+        ("signing key list", lambda s: s.signing_keys()),
+        ("signing key add", lambda s: s.add_signing_key(SigningKey("k", b"s", 1.0, None))),
+        ("signing key purge", lambda s: s.delete_signing_keys_retired_before(1.0)),
+        ("event record", lambda s: s.record_events([Event("open", "u1", "2026-11-02T00:00:00Z")])),
+        ("bounce record", lambda s: s.record_bounce("u1", "Q1", [])),
+        ("event list", lambda s: s.events(login="shop")),
+        ("stats", lambda s: s.stats()),
+        ("backfill", lambda s: s.backfill_step()),
+        ("prune", lambda s: s.prune_step("2026-11-01")),
+        ("upkeep status", lambda s: s.upkeep_status()),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_failing_operation_says_which_one_and_where(
+    store: SQLiteStore, operation: str, call: Callable[[SQLiteStore], object]
+) -> None:
+    """What an operator reads when the store breaks: the store's path, the operation
+    that failed and SQLite's reason."""
+    with sqlite3.connect(store.path) as raw:
+        for table in ("logins", "messages", "events", "signing_keys", "bounce_reports",
+                      "store_state", "daily_stats", "event_logins"):  # fmt: skip
+            raw.execute(f"DROP TABLE {table}")
+    with pytest.raises(StoreError) as caught:
+        call(store)
+    assert str(caught.value).startswith(f"store {store.path}: {operation} failed: ")
+    assert "no such table" in str(caught.value)
