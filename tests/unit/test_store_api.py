@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
 from smtpeter.store import MessageRecord, StoreError
 from smtpeter.store.migrations import MIGRATIONS
-from smtpeter.store.sqlite import SQLiteStore
+from smtpeter.store.sqlite import SQLiteStore, _locked, _statements
 from smtpeter.tracker.signing import SigningKey
 
 
@@ -295,3 +297,63 @@ def test_a_failing_operation_says_which_one_and_where(
         call(store)
     assert str(caught.value).startswith(f"store {store.path}: {operation} failed: ")
     assert "no such table" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "locked"),
+    [
+        ("database is locked", None, True),
+        ("database is busy", None, True),
+        ("disk I/O error", None, False),
+        ("database is locked", sqlite3.SQLITE_IOERR, False),
+        ("recovering", sqlite3.SQLITE_BUSY | (1 << 8), True),  # SQLITE_BUSY_RECOVERY
+        ("shared cache", sqlite3.SQLITE_LOCKED | (1 << 8), True),  # SQLITE_LOCKED_SHAREDCACHE
+        ("no such table: x", sqlite3.SQLITE_ERROR, False),
+    ],
+)
+def test_what_counts_as_a_lock_worth_waiting_for(text: str, code: int | None, locked: bool) -> None:
+    """BUSY and LOCKED in any extended form are waited out; SQLite's own code decides
+    over the message, which is read only when there is no code."""
+    error = sqlite3.OperationalError(text)
+    if code is not None:
+        error.sqlite_errorcode = code
+    assert _locked(error) is locked
+    assert _locked(sqlite3.IntegrityError("database is locked")) is False
+
+
+def test_migration_scripts_split_at_complete_statements() -> None:
+    """A trigger's body keeps its inner semicolons; empty pieces are dropped."""
+    script = """
+    CREATE TABLE a (x);
+    ;
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN UPDATE a SET x = 1; DELETE FROM a; END;
+      ;
+    """
+    got = [" ".join(s.split()) for s in _statements(script)]
+    assert got == [
+        "CREATE TABLE a (x);",
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN UPDATE a SET x = 1; DELETE FROM a; END;",
+    ]
+    conn = sqlite3.connect(":memory:")
+    for statement in _statements(script):
+        conn.execute(statement)
+    conn.execute("INSERT INTO a VALUES (0)")
+    assert conn.execute("SELECT COUNT(*) FROM a").fetchone() == (0,)
+
+
+def test_times_are_utc_whatever_the_local_zone(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logins' and messages' times are UTC (the Z they end with), not the host's zone."""
+    monkeypatch.setenv("TZ", "XST-5:30")
+    time.tzset()
+    try:
+        before = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+        created = store.create_login(_login("shop")).created_at
+        store.record_message(_record(1, created_at=""))
+        after = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    for stamp in (created, store.messages()[0].created_at):
+        assert before <= stamp[:16] <= after, stamp
