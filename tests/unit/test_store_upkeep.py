@@ -5,6 +5,7 @@ retention that prunes rows but keeps the counts, and a bounce recorded once."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sqlite3
 import threading
@@ -294,3 +295,32 @@ def test_a_daemon_of_the_previous_version_still_writing_is_counted(tmp_path: Pat
     assert [e.message_uid for e in store.events(login=late.login) if e.type == "bounce"].count(
         "late1"
     ) == 1
+
+
+def test_upkeep_says_what_it_did(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's log: the backfill's start, progress and total, and what retention
+    pruned, before when and for how many days, each naming the store."""
+    path = tmp_path / "old.db"
+    old_store(path, 300, 6)
+    store = SQLiteStore(str(path))
+    monkeypatch.setattr(upkeep, "_PROGRESS_EVERY", 0.0)
+    from datetime import UTC, datetime
+
+    with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
+        done = upkeep.run(store, retention_days=2, batch=100, now=datetime(2026, 11, 7, tzinfo=UTC))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == f"store {path}: counting the rows stored before the upgrade"
+    assert "backfill: 100 rows so far" in lines and "backfill: 200 rows so far" in lines
+    assert f"store {path}: backfill done: {done.backfilled} rows" in lines
+    assert done.pruned > 0
+    assert lines[-1] == (
+        f"store {path}: pruned {done.pruned} rows older than 2026-11-05T00:00:00.000000Z"
+        " (2 days); stats keep their counts"
+    )
+    assert all(m.created_at >= "2026-11-05" for m in store.messages(limit=10**6))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
+        again = upkeep.run(store, retention_days=0)
+    assert (again.backfilled, again.pruned, caplog.records) == (0, 0, [])
