@@ -69,7 +69,8 @@ _KEEP_BOUNCE_IDS = """
 """
 
 
-def _get(conn: sqlite3.Connection, name: str) -> str | None:
+def state(conn: sqlite3.Connection, name: str) -> str | None:
+    """One value of store_state, or None when it is not set (nothing left to do)."""
     row = conn.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
     return str(row[0]) if row is not None else None
 
@@ -88,14 +89,14 @@ def _set(conn: sqlite3.Connection, name: str, value: str | None) -> None:
 def backfill_step(conn: sqlite3.Connection, batch: int) -> int:
     """One batch of the upgrade's backfill, messages first; the ids covered (0: done).
     Run inside a write transaction."""
-    top = int(_get(conn, "backfill_messages") or 0)
+    top = int(state(conn, "backfill_messages") or 0)
     if top > 0:
         low = max(top - batch, 0)
         conn.execute(_COUNT_MESSAGES, (low, top))
         conn.execute(_FLAG_MESSAGES, (low, top))
         _set(conn, "backfill_messages", str(low) if low > 0 else None)
         return top - low
-    top = int(_get(conn, "backfill_events") or 0)
+    top = int(state(conn, "backfill_events") or 0)
     if top > 0:
         # Events are many and cheap to update: five times the batch.
         low = max(top - 5 * batch, 0)
@@ -138,6 +139,6 @@ def prune_step(conn: sqlite3.Connection, before: str, batch: int) -> int:
                 " bounce_reports WHERE recorded_at < ? LIMIT ?)",
                 (before, batch * 10),
             ).rowcount
-    if (_get(conn, "pruned_before") or "") < before:
+    if (state(conn, "pruned_before") or "") < before:
         _set(conn, "pruned_before", before)
     return deleted

@@ -247,13 +247,8 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _state(conn: sqlite3.Connection, name: str) -> int:
-    row = conn.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
-    return int(row[0]) if row is not None else 0
-
-
-def _state_text(conn: sqlite3.Connection, name: str) -> str | None:
-    row = conn.execute("SELECT value FROM store_state WHERE name = ?", (name,)).fetchone()
-    return str(row[0]) if row is not None else None
+    """A backfill watermark of store_state; 0 when that backfill is done."""
+    return int(maintenance.state(conn, name) or 0)
 
 
 def _next_day(day: str) -> str:
@@ -628,9 +623,9 @@ class SQLiteStore:
         filters: list[tuple[str, object | None]] = [
             ("+e.type = ?" if unbounded else "e.type = ?", type),
             ("e.occurred_at >= ?", since),
-            ("e.id < ?", before),
         ]
         source = "events e"
+        key = "e.id"  # the order of the page, and what the cursor is compared with
         pre: list[object] = []
         with self._use("event list") as conn:
             if message is not None:
@@ -655,16 +650,15 @@ class SQLiteStore:
                         "event_logins l CROSS JOIN events e ON e.id = l.event_id AND l.login = ?"
                     )
                     pre = [login]
-                    filters[2] = ("l.event_id < ?", before)
-            where, args = _where(filters)
-            order = "l.event_id DESC" if source.startswith("event_logins") else "e.id DESC"
+                    key = "l.event_id"
+            where, args = _where([*filters, (f"{key} < ?", before)])
             rows = conn.execute(
                 "SELECT e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
                 " e.client_ip, e.detail, m.login, m.message_id,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
                 "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
                 f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
-                f" ORDER BY {order} LIMIT ?",
+                f" ORDER BY {key} DESC LIMIT ?",
                 (*pre, *args, limit),
             )
             return [
@@ -704,7 +698,7 @@ class SQLiteStore:
             first_day = None
             if since is not None:
                 first_day = since[:10]
-                pruned_before = _state_text(conn, "pruned_before")
+                pruned_before = maintenance.state(conn, "pruned_before")
                 if since[10:] > "T00:00:00.000000Z" and not (
                     pruned_before and since < pruned_before
                 ):
@@ -734,9 +728,9 @@ class SQLiteStore:
         (None: done) and the time retention last pruned to."""
         with self._use("upkeep status") as conn:
             return {
-                "backfill_messages_through_id": _state_text(conn, "backfill_messages"),
-                "backfill_events_through_id": _state_text(conn, "backfill_events"),
-                "pruned_before": _state_text(conn, "pruned_before"),
+                "backfill_messages_through_id": maintenance.state(conn, "backfill_messages"),
+                "backfill_events_through_id": maintenance.state(conn, "backfill_events"),
+                "pruned_before": maintenance.state(conn, "pruned_before"),
             }
 
     def backfill_step(self, batch: int = 2000) -> int:
