@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import os
 import shutil
@@ -12,7 +13,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -116,8 +117,8 @@ class Client:
 
     async def close(self) -> None:
         self.writer.close()
-        with suppress(ConnectionError):
-            await self.writer.wait_closed()
+        with suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), LINE_TIMEOUT)
 
 
 Connect = Callable[[], Awaitable[Client]]
@@ -170,11 +171,46 @@ async def running(
         await asyncio.wait_for(task, LINE_TIMEOUT)
 
 
-def run(coro: Awaitable[None]) -> None:
-    async def main() -> None:
-        await asyncio.wait_for(coro, 60)
+#: How long a test's body may take, and how long its tasks may take to end once cancelled.
+BODY_SECONDS = 60.0
+CANCEL_SECONDS = 10.0
 
-    asyncio.run(main())
+
+def _stacks(tasks: set[asyncio.Task[Any]]) -> str:
+    out = io.StringIO()
+    for task in tasks:
+        print(task, file=out)
+        task.print_stack(file=out)
+    return out.getvalue()
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a test body on a fresh event loop, bounded: the body gets BODY_SECONDS, then
+    it and every task left over get CANCEL_SECONDS to end once cancelled. A task that
+    does not end fails the test with its stack, instead of hanging the run (what
+    ``asyncio.run`` does when a task survives its cancellation)."""
+    loop = asyncio.new_event_loop()
+    try:
+        main = loop.create_task(coro)
+        loop.run_until_complete(asyncio.wait({main}, timeout=BODY_SECONDS))
+        timed_out = not main.done()
+        leftover = {t for t in asyncio.all_tasks(loop) if not t.done()}
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_SECONDS))
+        stuck = {t for t in leftover if not t.done()}
+        if stuck:
+            pytest.fail(
+                f"{len(stuck)} task(s) still running {CANCEL_SECONDS:.0f} s after being"
+                f" cancelled (body timed out: {timed_out}):\n{_stacks(stuck)}"
+            )
+        if timed_out:
+            pytest.fail(f"test body took over {BODY_SECONDS:.0f} s")
+        main.result()
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 CHUNKS = pytest.mark.parametrize("chunk", [1, 2, 7, None], ids=["1", "2", "7", "whole"])
