@@ -24,11 +24,12 @@ pytestmark = pytest.mark.e2e
 
 DSN = (
     b"From: MAILER-DAEMON@mx.example.org\r\nTo: whoever\r\nSubject: Undelivered Mail\r\n"
+    b"Date: Tue, 1 Dec 2026 10:00:00 +0100\r\nMessage-ID: <dsn1@mx.example.org>\r\n"
     b"MIME-Version: 1.0\r\n"
     b'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
     b"--b1\r\nContent-Type: text/plain\r\n\r\nIt bounced.\r\n"
     b"--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
-    b"Reporting-MTA: dns; mx.example.org\r\n\r\n"
+    b"Reporting-MTA: dns; mx.example.org\r\nArrival-Date: Tue, 1 Dec 2026 09:59:58 +0100\r\n\r\n"
     b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n"
     b"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n"
     b"--b1--\r\n"
@@ -108,22 +109,84 @@ def test_postfix_bounce_is_recorded_and_forwarded(
     assert re.search(rf"postfix/pickup\[\d+\]: {queue_id}: uid={uid} from=<>\n", log), log
 
 
-def test_bounce_from_a_remote_mta_over_smtp(
+def smtp_bounce(stack: LocalStack, return_path: str, data: bytes) -> str:
+    """A remote MX returns ``data`` to the return path over SMTP; Postfix's queue id."""
+    with connect(stack, stack.ports.smtp) as client:
+        assert client.mail("<>")[0] == 250
+        assert client.rcpt(return_path)[0] == 250
+        code, reply = client.data(data)
+        assert code == 250, reply
+    m = re.search(rb"queued as (\w+)", reply)
+    assert m is not None, reply
+    return m.group(1).decode()
+
+
+def wait_piped(stack: LocalStack, queue_id: str, timeout: float = 30) -> None:
+    """Until Postfix logs that pipe(8) handed ``queue_id`` to the bounce processor and
+    the processor exited (so everything it records is in the store)."""
+    pattern = re.compile(rf"postfix/pipe\[\d+\]: {queue_id}: .*status=sent")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pattern.search(stack.log_file("postfix").read_text()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no pipe delivery of {queue_id} in the Postfix log")
+
+
+def test_bounce_from_a_remote_mta_over_smtp_counts_once_however_often_it_comes(
     stack: LocalStack, make_login: MakeLogin, store: Store
 ) -> None:
     """A remote MX returns a DSN to the return path: accepted without AUTH for the
-    bounce domain only, recorded, forwarded."""
+    bounce domain only, recorded with its reason, forwarded. The same DSN delivered
+    again (a new Postfix queue id) records nothing and reaches the sender no second
+    time."""
     user, password = make_login(trackbounces=True)
-    mark = send(stack, user, password, simple("remote"), sender="owner2@example.com")
+    mark = send(
+        stack, user, password, simple("remote"), sender="owner2@example.com",
+        recipients=("gone@example.org",),
+    )  # fmt: skip
     uid = message_uid(store, mark)
     return_path = return_path_for(stack, store, uid)
-    with connect(stack, stack.ports.smtp) as client:
-        assert client.mail("<>")[0] == 250
-        assert client.rcpt(return_path.upper())[0] == 250  # case changed on the way back
-        assert client.data(DSN.replace(b"It bounced.", f"About {mark}".encode()))[0] == 250
+    dsn = DSN.replace(b"It bounced.", f"About {mark}".encode())
+    first = smtp_bounce(stack, return_path.upper(), dsn)  # case changed on the way back
     [event] = wait_events(stack, "--login", user, "--type", "bounce")
     assert event["recipient"] == "gone@example.org"
+    detail = event["detail"]
+    assert isinstance(detail, dict)
+    assert (detail["kind"], detail["reason"], detail["queue_id"]) == ("hard", "user-unknown", first)
     find_delivered(stack, "Delivered-To: owner2@example.com\n")
+
+    again = smtp_bounce(stack, return_path, dsn)
+    assert again != first
+    wait_piped(stack, again)
+    assert len(events(stack, "--login", user, "--type", "bounce")) == 1
+    # Absence of a second forward, proven by a later arrival for the same sender.
+    later = send(stack, user, password, simple("later"), recipients=("owner2@example.com",))
+    find_delivered(stack, later)
+    to_owner = [
+        p for p in stack.delivered() if b"Delivered-To: owner2@example.com" in p.read_bytes()
+    ]
+    assert sorted(later.encode() in p.read_bytes() for p in to_owner) == [False, True]
+
+
+def test_a_bounce_naming_a_recipient_the_message_never_had_is_not_recorded(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    """Bounce poisoning: a DSN to a genuine return path that names another address
+    records no bounce (the processor says so), while one naming the real recipient
+    does."""
+    user, password = make_login(trackbounces=True)
+    mark = send(
+        stack, user, password, simple("poison"), sender="", recipients=("real@example.org",)
+    )
+    return_path = return_path_for(stack, store, message_uid(store, mark))
+    result = bounce_cli(stack, return_path, DSN)
+    assert result.returncode == 0, result.stderr
+    assert b"names gone@example.org, which it was never sent to: not recorded" in result.stderr
+    real = DSN.replace(b"gone@example.org", b"real@example.org")
+    assert bounce_cli(stack, return_path, real).returncode == 0
+    [event] = events(stack, "--login", user, "--type", "bounce")
+    assert event["recipient"] == "real@example.org"
 
 
 def test_tampered_return_path_is_dropped_without_backscatter(
@@ -168,7 +231,9 @@ def test_store_outage_is_a_temporary_failure(
     stack: LocalStack, make_login: MakeLogin, store: Store
 ) -> None:
     user, password = make_login(trackbounces=True)
-    mark = send(stack, user, password, simple("outage"), sender="")
+    mark = send(
+        stack, user, password, simple("outage"), sender="", recipients=("gone@example.org",)
+    )
     uid = message_uid(store, mark)
     return_path = return_path_for(stack, store, uid)
     with sqlite3.connect(store.path) as conn:

@@ -79,7 +79,9 @@ def store(tmp_path: Path) -> Store:
     s.record_message(
         MessageRecord(
             queue_id="4XyZ1", message_id="<m1@example.com>", login="alice",
-            envelope_sender=SENDER, recipients=("gone@example.org",),
+            envelope_sender=SENDER,
+            recipients=("gone@example.org", "full@example.org", "slow@example.org",
+                        "odd@example.org"),
             features=("trackbounces",), size_before=100, size_after=120, uid=UID,
         )
     )  # fmt: skip
@@ -159,9 +161,12 @@ def test_a_failed_forward_is_retried_and_the_retry_records_nothing_twice(
     assert outcome.status == EX_OK, outcome.what
     assert bounces(store) == ["5.1.1"]
     assert len(sent(tmp_path)) == 1
-    # A second retry (say the first success was not reported back) still adds nothing.
-    assert process(DSN, rcpt, cfg, bounce_id="B1", store=store).status == EX_OK
+    # A second retry (say the first success was not reported back) adds nothing and
+    # forwards nothing again.
+    outcome = process(DSN, rcpt, cfg, bounce_id="B1", store=store)
+    assert outcome.status == EX_OK and "forwarded before" in outcome.what
     assert bounces(store) == ["5.1.1"]
+    assert len(sent(tmp_path)) == 1
 
 
 def test_a_sendmail_that_hangs_is_killed_and_retried(

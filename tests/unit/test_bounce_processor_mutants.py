@@ -55,9 +55,22 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 Stored = list[tuple[str, str | None, dict[str, str]]]
 
 
+#: Stands for the bounce's identity (a 32-hex digest) in the expected details.
+KEY = "<identity>"
+
+
 def stored(store: Store, uid: str = UID) -> Stored:
-    """The message's events (type, recipient, detail), in a fixed order."""
-    return in_order([(e.type, e.recipient, e.detail) for e in store.events(message=uid)])
+    """The message's events (type, recipient, detail), in a fixed order; a bounce_id
+    that is an identity digest reads as KEY."""
+    return in_order(
+        [
+            (e.type, e.recipient, {
+                k: KEY if k == "bounce_id" and re.fullmatch(r"[0-9a-f]{32}", v) else v
+                for k, v in e.detail.items()
+            })
+            for e in store.events(message=uid)
+        ]
+    )  # fmt: skip
 
 
 def in_order(events: Stored) -> Stored:
@@ -68,7 +81,7 @@ def add_message(store: Store, uid: str, sender: str, *, login: str | None = "ali
     store.record_message(
         MessageRecord(
             queue_id="4XyZ9", message_id=None, login=login, envelope_sender=sender,
-            recipients=("a@example.org", "b@example.org"), features=("trackbounces",),
+            recipients=("a@example.org", "gone@example.org"), features=("trackbounces",),
             size_before=1, size_after=1, uid=uid,
         )
     )  # fmt: skip
@@ -102,14 +115,21 @@ def test_each_failed_recipient_is_one_event_of_its_kind_with_its_fields(
     outcome = process(MIXED, return_path(store, cfg), cfg, bounce_id="B9", store=store)
     assert outcome == type(outcome)(
         EX_OK,
-        f"{SUMMARY} events=gone@example.org:hard,full@example.org:soft,slow@example.org:delay"
-        f"; forwarded to {SENDER}",
+        f"{SUMMARY} events=gone@example.org:hard/user-unknown,"
+        f"full@example.org:soft/mailbox-full,slow@example.org:delay; forwarded to {SENDER}",
     )
-    common = {"detector": "dsn", "bounce_id": "B9", "reporting_mta": "mx.example.org"}
+    common = {
+        "detector": "dsn",
+        "bounce_id": KEY,
+        "queue_id": "B9",
+        "reporting_mta": "mx.example.org",
+    }
     assert stored(store) == in_order([
         ("bounce", "gone@example.org", {**common, "kind": "hard", "status": "5.1.1",
-         "diagnostic": LONG_DIAGNOSTIC[:500], "remote_mta": "mx2.example.org"}),
-        ("bounce", "full@example.org", {**common, "kind": "soft", "status": "4.2.2"}),
+         "reason": "user-unknown", "diagnostic": LONG_DIAGNOSTIC[:500],
+         "remote_mta": "mx2.example.org"}),
+        ("bounce", "full@example.org", {**common, "kind": "soft", "status": "4.2.2",
+         "reason": "mailbox-full"}),
         ("delay", "slow@example.org", {**common, "kind": "delay", "status": "4.4.7"}),
     ])  # fmt: skip
     assert sum(int(str(row["bounces"])) for row in store.stats(login="alice")) == 2
@@ -125,11 +145,10 @@ def test_each_failed_recipient_is_one_event_of_its_kind_with_its_fields(
     [
         (fixture_bytes("vacation.eml"), "autoreply", "Jane.Roe@example.org:autoreply",
          [("autoreply", "Jane.Roe@example.org", {"kind": "autoreply", "detector": "autoreply",
-           "bounce_id": "B1", "diagnostic": "Auto: Our May newsletter"})]),
-        # No usable sender: one autoreply event for the message (read back with the
-        # message's only recipient).
+           "bounce_id": KEY, "queue_id": "B1", "diagnostic": "Auto: Our May newsletter"})]),
+        # No usable sender: one autoreply event for the message, for no one recipient.
         (b"From: undisclosed\nSubject: Out of office\n\nAway.\n", "autoreply", "-:autoreply",
-         [("autoreply", "gone@example.org", {"kind": "autoreply", "bounce_id": "B1"})]),
+         [("autoreply", None, {"kind": "autoreply", "bounce_id": KEY, "queue_id": "B1"})]),
         (fixture_bytes("human-reply.eml"), "none", "none", []),
     ],
     ids=["autoreply", "autoreply-without-sender", "human-reply"],
@@ -180,7 +199,10 @@ def test_a_return_path_is_recognised_in_every_form_postfix_may_give(
     return path: its bounce is recorded and forwarded."""
     cfg = make_config(tmp_path, good_sendmail)
     outcome = process(DSN, accepted_forms(return_path(store, cfg))[form], cfg, store=store)
-    assert outcome.what == f"{SUMMARY} events=gone@example.org:hard; forwarded to {SENDER}"
+    assert (
+        outcome.what
+        == f"{SUMMARY} events=gone@example.org:hard/user-unknown; forwarded to {SENDER}"
+    )
     assert bounces(store) == ["5.1.1"]
 
 
@@ -191,9 +213,10 @@ def test_a_prefix_that_looks_like_brackets_is_still_recognised(
     and quotes are taken off, not the prefix's letters)."""
     cfg = make_config(tmp_path, good_sendmail, prefix="X")
     token = return_path(store, cfg).removeprefix("b+").partition("@")[0]
-    for rcpt in (f"<X+{token}@{DOMAIN}>", f'"X+{token}"@{DOMAIN}'):
-        assert process(DSN, rcpt, cfg, bounce_id=rcpt, store=store).status == EX_OK
-    assert bounces(store) == ["5.1.1", "5.1.1"]
+    second = DSN.replace(b"5.1.1", b"5.1.2")
+    for rcpt, raw in ((f"<X+{token}@{DOMAIN}>", DSN), (f'"X+{token}"@{DOMAIN}', second)):
+        assert process(raw, rcpt, cfg, bounce_id=rcpt, store=store).status == EX_OK
+    assert sorted(bounces(store)) == ["5.1.1", "5.1.2"]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +314,10 @@ def test_the_bounce_goes_to_its_own_message_not_the_newest(
     add_message(store, "newer0message000", "newer@example.com")
     cfg = make_config(tmp_path, good_sendmail)
     outcome = process(DSN, return_path(store, cfg), cfg, bounce_id="B1", store=store)
-    assert outcome.what == f"{SUMMARY} events=gone@example.org:hard; forwarded to {SENDER}"
+    assert (
+        outcome.what
+        == f"{SUMMARY} events=gone@example.org:hard/user-unknown; forwarded to {SENDER}"
+    )
     assert bounces(store) == ["5.1.1"]
     assert store.events(message="newer0message000") == []
     assert [argv[-1] for argv, _ in sent(tmp_path)] == [SENDER]
@@ -301,45 +327,58 @@ def test_one_bounce_to_two_return_paths_counts_for_both_messages(
     tmp_path: Path, store: Store, good_sendmail: Path
 ) -> None:
     """pipe(8) runs the processor once per recipient with the same queue id: a bounce
-    addressed to the return paths of two messages is recorded for each."""
+    addressed to the return paths of two messages is recorded for each, with the
+    queue id kept for the operator."""
     add_message(store, "second0message00", "other@example.com")
     cfg = make_config(tmp_path, good_sendmail)
     for uid in (UID, "second0message00"):
         outcome = process(DSN, path_for(store, cfg, uid), cfg, bounce_id="Q1", store=store)
         assert outcome.status == EX_OK, outcome.what
     for uid in (UID, "second0message00"):
-        assert [e.detail["bounce_id"] for e in store.events(message=uid, type="bounce")] == ["Q1"]
+        [event] = store.events(message=uid, type="bounce")
+        assert event.detail["queue_id"] == "Q1"
+        assert re.fullmatch(r"[0-9a-f]{32}", event.detail["bounce_id"])
+    assert len(sent(tmp_path)) == 2
 
 
-def test_without_a_queue_id_every_bounce_is_recorded(
+def test_without_a_queue_id_each_bounce_is_recorded_once(
     tmp_path: Path, store: Store, good_sendmail: Path
 ) -> None:
-    """Two bounces handed over without a queue id are both recorded (there is nothing to
-    tell a retry by), with an empty bounce_id."""
+    """Handed over without a queue id, two different bounces are both recorded (no
+    queue_id in their events) and the first one delivered again is not."""
     cfg = make_config(tmp_path, good_sendmail)
     second = DSN.replace(b"5.1.1", b"5.2.2")
-    for raw in (DSN, second):
+    for raw in (DSN, second, DSN):
         assert process(raw, return_path(store, cfg), cfg, store=store).status == EX_OK
     assert sorted(bounces(store)) == ["5.1.1", "5.2.2"]
-    assert {e.detail["bounce_id"] for e in store.events(message=UID)} == {""}
+    assert all("queue_id" not in e.detail for e in store.events(message=UID))
+    assert len(sent(tmp_path)) == 2
 
 
-def test_two_bounces_of_one_message_both_count(
+def test_the_same_bounce_delivered_again_is_recorded_and_forwarded_once(
     tmp_path: Path, store: Store, good_sendmail: Path
 ) -> None:
-    """Two bounces (two queue ids) for the same message are both recorded; only a retry
-    of the same one (same queue id) is recognised and skipped."""
+    """Two bounces for the same message both count; the second delivered again under
+    another queue id (a remote retry, a second MX) records and forwards nothing, and
+    the log line says so."""
     cfg = make_config(tmp_path, good_sendmail)
     second = DSN.replace(b"5.1.1", b"5.2.2")
-    for raw, queue_id in ((DSN, "Q1"), (second, "Q2"), (second, "Q2")):
-        outcome = process(raw, return_path(store, cfg), cfg, bounce_id=queue_id, store=store)
-        assert outcome.status == EX_OK, outcome.what
-    assert sorted(
-        (e.detail["status"], e.detail["bounce_id"]) for e in store.events(message=UID)
-    ) == [
-        ("5.1.1", "Q1"),
-        ("5.2.2", "Q2"),
+    outcomes = [
+        process(raw, return_path(store, cfg), cfg, bounce_id=queue_id, store=store)
+        for raw, queue_id in ((DSN, "Q1"), (second, "Q2"), (second, "Q3"))
     ]
+    assert [o.status for o in outcomes] == [EX_OK] * 3
+    assert sorted(
+        (e.detail["status"], e.detail["queue_id"]) for e in store.events(message=UID)
+    ) == [("5.1.1", "Q1"), ("5.2.2", "Q2")]
+    assert [message for _, message in sent(tmp_path)] == [DSN, second]
+    key = store.events(message=UID, type="bounce")[0].detail["bounce_id"]
+    assert re.fullmatch(
+        rf"dropped: bounce [0-9a-f]{{32}} of message {UID} was recorded and forwarded"
+        r" before \(delivered again\)",
+        outcomes[2].what,
+    )
+    assert key in {e.detail["bounce_id"] for e in store.events(message=UID)}
 
 
 def test_the_configured_store_is_opened_when_none_is_given(
@@ -384,7 +423,7 @@ def test_the_bounce_goes_to_the_bare_envelope_sender(
     forwarded = f"; forwarded to {to}" if to else ""
     assert (outcome.status, outcome.what) == (
         EX_OK,
-        f"{head} events=gone@example.org:hard{forwarded}",
+        f"{head} events=gone@example.org:hard/user-unknown{forwarded}",
     )
     assert [argv for argv, _ in sent(tmp_path)] == (
         [["-G", "-i", "-f", "<>", "--", to]] if to else []
@@ -423,7 +462,8 @@ def test_a_failed_forward_logs_the_command_its_status_and_its_stderr_exactly(
     outcome = process(DSN, return_path(store, cfg), cfg, bounce_id="B1", store=store)
     assert outcome.status == EX_TEMPFAIL
     assert outcome.what == (
-        f"{SUMMARY} events=gone@example.org:hard; forwarding to {SENDER} failed, will retry: "
+        f"{SUMMARY} events=gone@example.org:hard/user-unknown;"
+        f" forwarding to {SENDER} failed, will retry: "
         f"{failing} -G -i -f '<>' -- {SENDER} (MAIL_CONFIG={mail_config or '-'}): "
         f"exit status 3, stderr: {reported}"
     )
@@ -463,6 +503,6 @@ def test_a_sendmail_setting_that_is_no_command_is_a_temporary_failure(
     outcome = process(DSN, return_path(store, cfg), cfg, bounce_id="B1", store=store)
     assert (outcome.status, outcome.what) == (
         EX_TEMPFAIL,
-        f"{SUMMARY} events=gone@example.org:hard; forwarding to {SENDER} failed, "
+        f"{SUMMARY} events=gone@example.org:hard/user-unknown; forwarding to {SENDER} failed, "
         f"will retry: {reason}",
     )

@@ -6,9 +6,16 @@ message on stdin).
    else is dropped with a log line and counts nothing, so forged bounces cannot
    poison the statistics and we never send backscatter.
 2. The message it belongs to is looked up; each failed recipient the bounce reports
-   becomes an event (hard or soft bounce; delay notices and auto-replies are
-   recorded as such, never as bounces).
-3. The bounce is forwarded to the message's original envelope sender (unless that
+   becomes an event (hard or soft bounce, with its reason from
+   :mod:`smtpeter.bounces.reasons`; delay notices and auto-replies are recorded as
+   such, never as bounces). A failed recipient the message never went to is dropped
+   with a log line: a bounce to a genuine return path cannot make up bounces for
+   other addresses.
+3. Exactly once: the bounce's identity (the message, its failed recipients with
+   their status and kind, the reporting MTA, the bounce's own Date) is recorded with
+   its events. The same bounce delivered again records nothing and is not forwarded
+   again, whatever Postfix's queue id; a retry after a failed forward only forwards.
+4. The bounce is forwarded to the message's original envelope sender (unless that
    was empty), so the sender's own bounce handling keeps working. It goes back into
    Postfix through its sendmail(1) with the null sender, so pickup and
    non_smtpd_milters see it like all other mail.
@@ -20,18 +27,22 @@ bounce and retries. Malformed input never makes this fail permanently.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import shlex
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
-from smtpeter.bounces.detect import Report, detect
+from smtpeter.bounces.detect import Failure, Report, detect
+from smtpeter.bounces.reasons import kind_of, reason_of
 from smtpeter.config import Config
 from smtpeter.events import Event, EventType
 from smtpeter.logsafe import escape
-from smtpeter.store import Store, StoreError, open_store
+from smtpeter.store import MessageRecord, Store, StoreError, open_store
 from smtpeter.tracker.keys import KeyRing
 
 log = logging.getLogger("smtpeter.bounce")
@@ -67,25 +78,80 @@ def _token(recipient: str, cfg: Config) -> str | None:
     return token
 
 
-def _events(report: Report, uid: str, bounce_id: str) -> list[Event]:
+def _judged(failure: Failure) -> tuple[Failure, str | None]:
+    """The failure with its kind decided by its reason (hard, soft; unknown when
+    nothing is known), and the reason; delays and auto-replies stay as they are."""
+    if failure.kind not in ("hard", "soft", "unknown"):
+        return failure, None
+    reason = reason_of(failure.status, failure.diagnostic)
+    kind = kind_of(reason, failure.status)
+    if kind is None:
+        # No status and a reason that says nothing: what the detector read (an Exim
+        # "permanent error" list is hard) stands.
+        return failure, None if failure.kind == "unknown" else reason
+    return replace(failure, kind=kind), reason
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_DATE = re.compile(rb"^Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_ARRIVAL = re.compile(rb"^Arrival-Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
+def _field(raw: bytes, pattern: re.Pattern[bytes], start: int, end: int) -> str:
+    m = pattern.search(raw, start, end)
+    return " ".join(m.group(1).decode("ascii", "replace").split()) if m else ""
+
+
+def _instant(value: str) -> str:
+    """An RFC 5322 date as a UTC instant (the same however it was written)."""
+    try:
+        return parsedate_to_datetime(value).astimezone(UTC).isoformat()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return value
+
+
+def identity(raw: bytes, uid: str, failures: tuple[Failure, ...]) -> str:
+    """What tells this bounce from any other of the same message, the same however
+    often it is delivered: its failed recipients with their status, kind and
+    reporting MTA, and when the report says the message arrived there (the DSN's
+    Arrival-Date); without one, when the bounce was written (its Date); without
+    that, its body. Nothing that a relay on the way adds (Received, a Message-ID or
+    Date added for a message without one) counts. A digest, 32 hex characters."""
+    header_end = _HEADER_END.search(raw, 0, 1 << 16)
+    body = header_end.end() if header_end else len(raw)
+    when = _field(raw, _ARRIVAL, body, min(len(raw), body + (1 << 18)))
+    if not when:
+        when = _field(raw, _DATE, 0, header_end.start() if header_end else body)
+    parts = [uid, _instant(when) if when else hashlib.sha256(raw[body:]).hexdigest()]
+    for f in sorted(failures, key=lambda f: (f.recipient.lower(), f.status or "", f.kind)):
+        parts.append(f"{f.recipient.lower()} {f.status or '-'} {f.kind} {f.reporting_mta or '-'}")
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
+
+
+def _events(report: Report, uid: str, key: str, queue_id: str) -> list[Event]:
     now = _now()
     events: list[Event] = []
     for failure in report.failures:
+        failure, reason = _judged(failure)
         kind = failure.kind
         event_type: EventType = (
             "bounce" if kind in ("hard", "soft") else ("delay" if kind == "delay" else "autoreply")
         )
         if kind == "unknown":
             continue
-        detail = {"kind": kind, "detector": report.detector, "bounce_id": bounce_id}
-        for key, value in (
+        detail = {"kind": kind, "detector": report.detector, "bounce_id": key}
+        if reason is not None:
+            detail["reason"] = reason
+        if queue_id:
+            detail["queue_id"] = queue_id
+        for field, value in (
             ("status", failure.status),
             ("diagnostic", failure.diagnostic),
             ("reporting_mta", failure.reporting_mta),
             ("remote_mta", failure.remote_mta),
         ):
             if value:
-                detail[key] = value[:500]
+                detail[field] = value[:500]
         events.append(
             Event(
                 type=event_type,
@@ -101,7 +167,8 @@ def _events(report: Report, uid: str, bounce_id: str) -> list[Event]:
                 type="autoreply",
                 message_uid=uid,
                 occurred_at=now,
-                detail={"kind": "autoreply", "bounce_id": bounce_id},
+                detail={"kind": "autoreply", "bounce_id": key}
+                | ({"queue_id": queue_id} if queue_id else {}),
             )
         )
     return events
@@ -152,11 +219,26 @@ def _forward(raw: bytes, to: str, cfg: Config) -> None:
         raise ForwardError(f"{where}: {status}, stderr: {stderr[-1000:] or '(empty)'}")
 
 
+def _sent_to(report: Report, message: MessageRecord) -> tuple[Report, list[str]]:
+    """The report without the failed recipients the message never went to (bounce
+    poisoning, or a forwarding address the report names instead), and those."""
+    recipients = {r.strip().strip("<>").lower() for r in message.recipients}
+    kept: list[Failure] = []
+    strangers: list[str] = []
+    for failure in report.failures:
+        if failure.kind == "autoreply" or failure.recipient.lower() in recipients:
+            kept.append(failure)
+        else:
+            strangers.append(failure.recipient)
+    return replace(report, failures=tuple(kept)), strangers
+
+
 def process(
     raw: bytes, recipient: str, cfg: Config, *, bounce_id: str = "", store: Store | None = None
 ) -> Outcome:
-    """Handle one bounce. ``bounce_id`` (Postfix's queue id of the bounce) makes a
-    retry after a failed forward record nothing twice."""
+    """Handle one bounce. ``bounce_id`` (Postfix's queue id of the bounce) is kept with
+    its events for the operator; what makes a second delivery of the same bounce
+    record and forward nothing is the bounce's own :func:`identity`."""
     token = _token(recipient, cfg)
     if token is None:
         return Outcome(EX_OK, f"dropped: {escape(recipient)} is not a return path of ours")
@@ -174,17 +256,30 @@ def process(
                 EX_OK, f"dropped: no message {escape(uid)} for return path {escape(recipient)}"
             )
         message = messages[0]
-        report = detect(raw[:MAX_INPUT])
-        events = _events(report, uid, bounce_id)
-        # A retry of the same delivery (Postfix keeps the queue id) records nothing
-        # again: one lookup of the bounce's identity, however large the store.
-        if bounce_id:
-            store.record_bounce(uid, bounce_id, events)
-        else:
-            store.record_events(events)
+        raw = raw[:MAX_INPUT]
+        report, strangers = _sent_to(detect(raw), message)
+        for stranger in strangers:
+            log.warning(
+                "bounce for message %s names %s, which it was never sent to: not recorded",
+                escape(uid),
+                escape(stranger),
+            )
+        key = identity(raw, uid, report.failures)
+        events = _events(report, uid, key, bounce_id)
+        # One primary-key lookup of the bounce's identity, however large the store.
+        if not store.record_bounce(uid, key, events) and store.bounce_forwarded(uid, key):
+            return Outcome(
+                EX_OK,
+                f"dropped: bounce {key} of message {escape(uid)} was recorded and"
+                " forwarded before (delivered again)",
+            )
     except StoreError as e:
         return Outcome(EX_TEMPFAIL, f"store unavailable, will retry: {e}")
-    kinds = ",".join(f"{e.recipient or '-'}:{e.detail.get('kind', e.type)}" for e in events)
+    kinds = ",".join(
+        f"{e.recipient or '-'}:{e.detail.get('kind', e.type)}"
+        + (f"/{e.detail['reason']}" if "reason" in e.detail else "")
+        for e in events
+    )
     # Everything below comes from the bounce or the message: escaped for the log line.
     summary = (
         f"message {escape(uid)} (queue id {escape(message.queue_id)},"
@@ -196,11 +291,16 @@ def process(
         try:
             _forward(raw, sender, cfg)
         except ForwardError as e:
-            # The events are recorded: Postfix retries with the same queue id, and the
-            # retry finds them (bounce_id) and only forwards.
+            # The events are recorded: a retry finds the bounce's identity, records
+            # nothing and only forwards.
             return Outcome(
                 EX_TEMPFAIL,
                 f"{summary}; forwarding to {escape(sender)} failed, will retry: {escape(str(e))}",
             )
         summary += f"; forwarded to {escape(sender)}"
+    try:
+        store.mark_bounce_forwarded(uid, key)
+    except StoreError as e:
+        # Forwarded already: retrying would forward it twice. Logged, not retried.
+        log.error("bounce %s of message %s: could not mark it forwarded: %s", key, uid, e)
     return Outcome(EX_OK, summary)

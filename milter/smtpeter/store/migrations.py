@@ -185,4 +185,11 @@ MIGRATIONS: tuple[str, ...] = (
             AND login = (SELECT login FROM messages WHERE uid = OLD.message_uid);
     END
     """,
+    # 6: a bounce is forwarded to the original sender once, however often it is
+    # delivered: 0 while recorded but not yet forwarded (the forward failed, Postfix
+    # retries), 1 once done. NULL on the rows of earlier versions, which forwarded
+    # on every delivery: counted as done, so an upgrade forwards nothing twice.
+    """
+    ALTER TABLE bounce_reports ADD COLUMN forwarded INTEGER;
+    """,
 )

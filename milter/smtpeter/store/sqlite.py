@@ -584,14 +584,33 @@ class SQLiteStore:
             ):
                 return False
             cur = conn.execute(
-                "INSERT INTO bounce_reports (identity, message_uid, recorded_at)"
-                " VALUES (?, ?, ?) ON CONFLICT (identity) DO NOTHING",
+                "INSERT INTO bounce_reports (identity, message_uid, recorded_at, forwarded)"
+                " VALUES (?, ?, ?, 0) ON CONFLICT (identity) DO NOTHING",
                 (f"{message_uid} {key}", message_uid, _now()),
             )
             if cur.rowcount == 0:
                 return False
             conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
             return True
+
+    def bounce_forwarded(self, message_uid: str, key: str) -> bool:
+        """Whether the bounce ``key`` of this message was forwarded to its sender (a
+        bounce recorded by an earlier version counts as forwarded; one never recorded
+        as not)."""
+        with self._use("bounce lookup") as conn:
+            row = conn.execute(
+                "SELECT COALESCE(forwarded, 1) FROM bounce_reports WHERE identity = ?",
+                (f"{message_uid} {key}",),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def mark_bounce_forwarded(self, message_uid: str, key: str) -> None:
+        """The bounce ``key`` of this message reached its sender: never forward it again."""
+        with self._use("bounce forwarded") as conn, _transaction(conn):
+            conn.execute(
+                "UPDATE bounce_reports SET forwarded = 1 WHERE identity = ?",
+                (f"{message_uid} {key}",),
+            )
 
     def events(
         self,

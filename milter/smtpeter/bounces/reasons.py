@@ -1,0 +1,185 @@
+"""Why a delivery failed, and whether that makes the bounce hard or soft.
+
+The detectors read what a report says: the recipient, its status code, the remote
+server's reply. This module judges it the way the established bounce parsers do
+(Sisimai's reasons, flufl.bounce's hard/soft split): by the reason first, the status
+class only when the reason says nothing. A full mailbox is soft whatever its code; a
+block or a spam verdict says nothing about the address, so it is soft too; an unknown
+user or domain is hard even when the report gave up with a 4.x.x code.
+
+The reasons, in the order the diagnostic text is read (the first that matches wins;
+then the status code's subject and detail decide, then its class):
+
+========================  =====  ===================================================
+reason                    kind   what it means
+========================  =====  ===================================================
+``mailbox-full``          soft   over quota, out of storage (x.2.2)
+``message-too-large``     soft   over the remote size limit (x.2.3, x.3.4)
+``expired``               soft   gave up retrying: queue lifetime, timeouts (x.4.7)
+``spam-detected``         soft   the content was judged spam
+``blocked``               soft   the sending IP or domain is refused (block lists)
+``content-rejected``      soft   virus, attachment, or content refused (x.6.x)
+``policy``                soft   relaying, authentication, DMARC/SPF (x.7.x)
+``mailbox-disabled``      soft   mailbox suspended or disabled (x.2.1)
+``host-unknown``          hard   the domain does not exist or has no mail host
+                                 (x.1.2, x.4.4)
+``user-unknown``          hard   no such mailbox (x.1.1, x.1.10, x.1.6 moved)
+``not-accepted``          hard   the domain accepts no mail at all (null MX)
+``network-error``         soft   connection failures (other x.4.x)
+``system-error``          soft   the remote system failed (x.3.x, x.5.x)
+``other``                 class  nothing known: 5.x.x hard, 4.x.x soft
+========================  =====  ===================================================
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+Reason = Literal[
+    "mailbox-full",
+    "message-too-large",
+    "expired",
+    "spam-detected",
+    "blocked",
+    "content-rejected",
+    "policy",
+    "mailbox-disabled",
+    "host-unknown",
+    "user-unknown",
+    "not-accepted",
+    "network-error",
+    "system-error",
+    "other",
+]
+
+#: The reasons that say the address itself will never take mail.
+HARD: Final[frozenset[str]] = frozenset({"host-unknown", "user-unknown", "not-accepted"})
+
+# Read in this order: a reason that must never be hard comes before the patterns of
+# the hard ones that the same reply may also contain ("mailbox unavailable: over
+# quota"). Matched against the lower-cased diagnostic text.
+_PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
+    (
+        "mailbox-full",
+        r"mail ?box (?:is )?(?:full|over ?quota)|over ?quota|quota (?:exceeded|full)"
+        r"|exceeded (?:the |his |her |its )?(?:storage|quota)|mailbox size limit"
+        r"|insufficient (?:disk |system )?(?:space|storage)|out of (?:disk )?(?:space|storage)"
+        r"|(?:mailbox|inbox|account|user) (?:is )?full|storage (?:space )?(?:limit|quota)"
+        r"|too many messages in (?:this|the) mailbox",
+    ),
+    (
+        "message-too-large",
+        r"message (?:is )?too (?:large|big)|(?:message|mail) size (?:exceeds|limit)"
+        r"|exceeds? (?:the )?(?:maximum |max )?(?:allowed )?(?:message )?size"
+        r"|size exceeds|mail too large|message length exceeds",
+    ),
+    (
+        "expired",
+        r"in the queue too long|too long in (?:the )?queue"
+        r"|retry time(?:out)? (?:not reached|exceeded)|message expired"
+        r"|delivery time expired|expired in queue|timed? ?out",
+    ),
+    (
+        "spam-detected",
+        r"\bspam\b|junk mail|unsolicited|bulk mail|spam ?score|suspected spam",
+    ),
+    (
+        "blocked",
+        r"blocked|black ?list|block ?list|deny ?list|spamhaus|\brbl\b|dnsbl|\bsorbs\b"
+        r"|listed (?:at|on|in|by)|reputation|client host .*rejected"
+        r"|connection (?:refused|rejected) (?:by|due to) policy",
+    ),
+    (
+        "content-rejected",
+        r"virus|malware|attachment|content (?:rejected|refused|not allowed)"
+        r"|message content|forbidden content|prohibited (?:content|file)",
+    ),
+    (
+        "policy",
+        r"policy|not authori[sz]ed|unauthenticated|\bdmarc\b|\bspf\b|\bdkim\b"
+        r"|relay(?:ing)? (?:denied|not permitted|prohibited)|not permitted"
+        r"|sender (?:address )?rejected|authentication required|rate limit|access denied",
+    ),
+    (
+        "mailbox-disabled",
+        r"(?:mailbox|account|user|address) (?:has been |is |was )?"
+        r"(?:disabled|inactive|suspended|deactivated|closed|locked)"
+        r"|no longer (?:active|in use|available|valid)",
+    ),
+    (
+        "host-unknown",
+        r"host (?:or domain name )?not found|unknown host|host unknown|unknown domain"
+        r"|domain (?:name )?(?:not found|does not exist|doesn'?t exist|is invalid)"
+        r"|no (?:mx|mail exchanger|such domain)|unrouteable (?:mail )?domain"
+        r"|name service error|nxdomain|mail domain does not exist|no such host"
+        r"|non-?existent (?:host|domain)",
+    ),
+    (
+        "user-unknown",
+        r"user unknown|unknown (?:user|recipient|mailbox|address)|no such (?:user|mailbox"
+        r"|recipient|address|account)|user not found|(?:mailbox|recipient|address|user"
+        r"|account)(?: name)? (?:is )?(?:unknown|not found|does not exist|doesn'?t exist"
+        r"|invalid|unavailable|not available|not valid)|(?:invalid|non-?existent|bad)"
+        r" (?:recipient|mailbox|address|user)|does not exist|doesn'?t have an? .{0,40}account"
+        r"|no mailbox|not a valid (?:recipient|mailbox|user)|unrouteable address"
+        r"|recipient not recognized|addressee unknown|recipnotfound",
+    ),
+    (
+        "not-accepted",
+        r"does not accept mail|null mx|no mail service|accepts no mail",
+    ),
+)
+_TEXT: Final = tuple((reason, re.compile(pattern)) for reason, pattern in _PATTERNS)
+
+# By the status code's subject and detail (RFC 3463), when the text said nothing.
+_CODES: Final[dict[str, Reason]] = {
+    "1.1": "user-unknown",
+    "1.6": "user-unknown",
+    "1.10": "user-unknown",
+    "1.2": "host-unknown",
+    "4.4": "host-unknown",
+    "2.1": "mailbox-disabled",
+    "2.2": "mailbox-full",
+    "2.3": "message-too-large",
+    "3.4": "message-too-large",
+    "4.7": "expired",
+}
+_SUBJECTS: Final[dict[str, Reason]] = {
+    "3": "system-error",
+    "4": "network-error",
+    "5": "system-error",
+    "6": "content-rejected",
+    "7": "policy",
+}
+
+
+def reason_of(status: str | None, diagnostic: str | None) -> Reason:
+    """The reason of one failed recipient, from the remote reply and the status code."""
+    if diagnostic:
+        text = " ".join(diagnostic.lower().split())
+        for reason, pattern in _TEXT:
+            if pattern.search(text):
+                return reason
+    if status:
+        _, _, rest = status.partition(".")
+        if rest in _CODES:
+            return _CODES[rest]
+        subject = rest.partition(".")[0]
+        if subject in _SUBJECTS:
+            return _SUBJECTS[subject]
+    return "other"
+
+
+def kind_of(reason: Reason, status: str | None) -> Literal["hard", "soft"] | None:
+    """Hard or soft by the reason; for ``other``, by the status class (None without a
+    status: nothing is known)."""
+    if reason in HARD:
+        return "hard"
+    if reason != "other":
+        return "soft"
+    if status and status[0] == "5":
+        return "hard"
+    if status and status[0] == "4":
+        return "soft"
+    return None
