@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # bounce: a hard or soft bounce (detail["kind"]); delay: a delivery-delay notice;
-# autoreply: a vacation or out-of-office reply. Only bounces count as bounces.
-EventType = Literal["open", "click", "bounce", "delay", "autoreply"]
-EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce", "delay", "autoreply")
+# autoreply: a vacation or out-of-office reply; complaint: a recipient reported the
+# message as spam (an RFC 5965 feedback report). Only bounces count as bounces.
+EventType = Literal["open", "click", "bounce", "delay", "autoreply", "complaint"]
+EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce", "delay", "autoreply", "complaint")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +248,21 @@ def test_store_outage_is_a_temporary_failure(
             conn.execute("ALTER TABLE events_away RENAME TO events")
     assert bounce_cli(stack, return_path, DSN).returncode == 0
     assert len(events(stack, "--login", user, "--type", "bounce")) == 1
+
+
+def test_a_feedback_report_becomes_a_complaint(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    """An RFC 5965 abuse report to the return path is a complaint event for the
+    recipient, listed by `smtpeter events --type complaint`, and no bounce."""
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("fbl"), sender="", recipients=("gone@example.org",))
+    return_path = return_path_for(stack, store, message_uid(store, mark))
+    arf = (Path(__file__).parents[1] / "data" / "bounces" / "arf-abuse.eml").read_bytes()
+    result = bounce_cli(stack, return_path, arf)
+    assert result.returncode == 0, result.stderr
+    [event] = events(stack, "--login", user, "--type", "complaint")
+    assert event["recipient"] == "gone@example.org"
+    detail = event["detail"]
+    assert isinstance(detail, dict) and detail["feedback_type"] == "abuse"
+    assert events(stack, "--login", user, "--type", "bounce") == []

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from smtpeter.bounces.complaints import Complaint, read_complaint
 from smtpeter.bounces.detect import Failure, Report, detect
 from smtpeter.bounces.reasons import kind_of, reason_of
 from smtpeter.config import Config
@@ -110,7 +111,7 @@ def _instant(value: str) -> str:
         return value
 
 
-def identity(raw: bytes, uid: str, failures: tuple[Failure, ...]) -> str:
+def identity(raw: bytes, uid: str, failures: tuple[Failure, ...], extra: str = "") -> str:
     """What tells this bounce from any other of the same message, the same however
     often it is delivered: its failed recipients with their status, kind and
     reporting MTA, and when the report says the message arrived there (the DSN's
@@ -122,7 +123,7 @@ def identity(raw: bytes, uid: str, failures: tuple[Failure, ...]) -> str:
     when = _field(raw, _ARRIVAL, body, min(len(raw), body + (1 << 18)))
     if not when:
         when = _field(raw, _DATE, 0, header_end.start() if header_end else body)
-    parts = [uid, _instant(when) if when else hashlib.sha256(raw[body:]).hexdigest()]
+    parts = [uid, _instant(when) if when else hashlib.sha256(raw[body:]).hexdigest(), extra]
     for f in sorted(failures, key=lambda f: (f.recipient.lower(), f.status or "", f.kind)):
         parts.append(f"{f.recipient.lower()} {f.status or '-'} {f.kind} {f.reporting_mta or '-'}")
     return hashlib.sha256("\n".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
@@ -233,6 +234,31 @@ def _sent_to(report: Report, message: MessageRecord) -> tuple[Report, list[str]]
     return replace(report, failures=tuple(kept)), strangers
 
 
+def _complaint_events(
+    complaint: Complaint, raw: bytes, uid: str, message: MessageRecord, queue_id: str
+) -> tuple[str, list[Event], list[str]]:
+    """A feedback report's identity and its one complaint event, for the recipient it
+    names (or, when the provider redacted it, the message's only recipient); nothing
+    for a recipient the message never went to (returned as a stranger)."""
+    recipients = [r.strip().strip("<>").lower() for r in message.recipients]
+    recipient = complaint.recipient
+    if recipient is not None and recipient not in recipients:
+        return identity(raw, uid, (), f"complaint {recipient}"), [], [recipient]
+    if recipient is None and len(recipients) == 1:
+        recipient = recipients[0]
+    key = identity(raw, uid, (), f"complaint {recipient or '-'}")
+    detail = {"feedback_type": complaint.feedback_type, "bounce_id": key}
+    for field, value in (
+        ("reporting_mta", complaint.reporting_mta),
+        ("user_agent", complaint.user_agent),
+        ("queue_id", queue_id),
+    ):
+        if value:
+            detail[field] = value
+    event = Event("complaint", uid, _now(), recipient=recipient, detail=detail)
+    return key, [event], []
+
+
 def process(
     raw: bytes, recipient: str, cfg: Config, *, bounce_id: str = "", store: Store | None = None
 ) -> Outcome:
@@ -257,15 +283,21 @@ def process(
             )
         message = messages[0]
         raw = raw[:MAX_INPUT]
-        report, strangers = _sent_to(detect(raw), message)
+        complaint = read_complaint(raw)
+        if complaint is not None:
+            detector = "complaint"
+            key, events, strangers = _complaint_events(complaint, raw, uid, message, bounce_id)
+        else:
+            report, strangers = _sent_to(detect(raw), message)
+            detector = report.detector
+            key = identity(raw, uid, report.failures)
+            events = _events(report, uid, key, bounce_id)
         for stranger in strangers:
             log.warning(
                 "bounce for message %s names %s, which it was never sent to: not recorded",
                 escape(uid),
                 escape(stranger),
             )
-        key = identity(raw, uid, report.failures)
-        events = _events(report, uid, key, bounce_id)
         # One primary-key lookup of the bounce's identity, however large the store.
         if not store.record_bounce(uid, key, events) and store.bounce_forwarded(uid, key):
             return Outcome(
@@ -284,7 +316,7 @@ def process(
     summary = (
         f"message {escape(uid)} (queue id {escape(message.queue_id)},"
         f" login {escape(message.login or '-')}): "
-        f"detector={escape(report.detector)} events={escape(kinds) or 'none'}"
+        f"detector={escape(detector)} events={escape(kinds) or 'none'}"
     )
     sender = message.envelope_sender.strip().strip("<>")
     if cfg.bounces.forward and sender:

@@ -1,0 +1,89 @@
+"""Complaints: RFC 5965 feedback reports (ARF), as mailbox providers' feedback loops
+send them when a recipient marks a message as spam.
+
+A report is a ``multipart/report; report-type=feedback-report`` whose second part,
+``message/feedback-report``, names the feedback type, the reporting MTA, the
+original recipient (``Original-Rcpt-To``, often left out or redacted by the
+provider) and when the message arrived; the third part returns the message or its
+headers. Nothing here is a bounce: a complaint never says anything about whether an
+address exists. Parsed with the standard library's email package (made for MIME;
+the report's fields are RFC 822 style headers of their own).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+from dataclasses import dataclass
+from email.message import Message
+
+log = logging.getLogger("smtpeter.bounce")
+
+# A feedback report is small: its fields come before the returned message.
+MAX_RAW = 1 << 20
+
+
+@dataclass(frozen=True)
+class Complaint:
+    feedback_type: str
+    """``abuse``, ``fraud``, ``virus``, ``other``, ... lower-cased."""
+    recipient: str | None
+    """The original recipient, bare and lower-cased, when the report gives one."""
+    reporting_mta: str | None
+    user_agent: str | None
+    arrival_date: str | None
+
+
+def _bare(value: str) -> str | None:
+    address = value.strip().strip("<>").strip()
+    if address.lower().startswith("rfc822;"):
+        address = address[7:].strip().strip("<>")
+    return address.lower() if "@" in address and " " not in address else None
+
+
+def _fields(part: Message) -> Message | None:
+    """The report's fields: the body of the message/feedback-report part, which the
+    email package reads either as a sub-message or as text."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        return payload[0]
+    raw = part.get_payload(decode=True)
+    if isinstance(raw, bytes):
+        return email.message_from_bytes(raw.lstrip(b"\r\n"), policy=email.policy.compat32)
+    return None
+
+
+def read_complaint(raw: bytes) -> Complaint | None:
+    """The complaint in ``raw``, or None when it is no feedback report; never raises."""
+    try:
+        return _read(raw[:MAX_RAW])
+    except Exception:  # a bad message must never stop the bounce processor
+        log.warning("feedback report parsing failed on a %d byte message", len(raw), exc_info=True)
+        return None
+
+
+def _read(raw: bytes) -> Complaint | None:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    if msg.get_content_type() != "multipart/report":
+        return None
+    if (msg.get_param("report-type") or "").lower() != "feedback-report":  # type: ignore[union-attr]
+        return None
+    for part in msg.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        fields = _fields(part)
+        if fields is None:
+            return None
+        recipients = [a for a in map(_bare, fields.get_all("Original-Rcpt-To") or []) if a]
+        mta = " ".join((fields.get("Reporting-MTA") or "").split()) or None
+        if mta and ";" in mta:
+            mta = mta.split(";", 1)[1].strip() or None
+        return Complaint(
+            feedback_type=(fields.get("Feedback-Type") or "other").strip().lower()[:64],
+            recipient=recipients[0] if len(recipients) == 1 else None,
+            reporting_mta=mta,
+            user_agent=" ".join((fields.get("User-Agent") or "").split())[:200] or None,
+            arrival_date=" ".join((fields.get("Arrival-Date") or "").split()) or None,
+        )
+    return None
