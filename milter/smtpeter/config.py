@@ -168,6 +168,11 @@ class BouncesConfig:
     # Postfix with (null sender, through pickup and non_smtpd_milters). Split into
     # words like a shell command line; the processor adds the sender and recipient.
     sendmail: str = "/usr/sbin/sendmail"
+    # A hard bounce or a complaint puts the address on the sending login's
+    # suppression list at once. Soft bounces that are about the mailbox itself (full,
+    # disabled) do after this many messages to it bounced so; 0: never. Blocks,
+    # policy and spam verdicts, timeouts never do.
+    soft_bounce_limit: int = 5
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,11 @@ def _validate(cfg: Config, where: str) -> None:
             cfg.bounces.address_lifetime_days >= 1,
             "bounces.address_lifetime_days",
             "an integer >= 1",
+        ),
+        (
+            cfg.bounces.soft_bounce_limit >= 0,
+            "bounces.soft_bounce_limit",
+            "an integer >= 0",
         ),
         (
             _command_words(cfg.bounces.sendmail) is not None,

@@ -43,6 +43,9 @@ class Login:
     # Rewrite the body of mail that already carries a DKIM-Signature (which breaks
     # that signature): for senders who leave signing to the relay's own DKIM step.
     rewrite_signed: bool = False
+    # What the suppression list does for this login's mail: "refuse" (a suppressed
+    # recipient is refused at RCPT) or "off".
+    suppression: str = "refuse"
     created_at: str = ""
     updated_at: str = ""
 

@@ -66,6 +66,8 @@ TABLE: dict[str, Expected] = {
     "generic.eml": ("generic", False, "<newsletter-42.19@news.example.com>",
                     [("paul@example.net", "hard", "5.1.1")]),
     "human-reply.eml": ("none", False, None, []),
+    # A feedback report is no bounce (read by bounces/complaints.py, never here).
+    "arf-abuse.eml": ("none", False, None, []),
 }  # fmt: skip
 
 

@@ -11,11 +11,13 @@ message on stdin).
    such, never as bounces). A failed recipient the message never went to is dropped
    with a log line: a bounce to a genuine return path cannot make up bounces for
    other addresses.
-3. Exactly once: the bounce's identity (the message, its failed recipients with
+3. A hard bounce or a complaint puts the recipient on the sending login's
+   suppression list (:mod:`smtpeter.suppression`).
+4. Exactly once: the bounce's identity (the message, its failed recipients with
    their status and kind, the reporting MTA, the bounce's own Date) is recorded with
    its events. The same bounce delivered again records nothing and is not forwarded
    again, whatever Postfix's queue id; a retry after a failed forward only forwards.
-4. The bounce is forwarded to the message's original envelope sender (unless that
+5. The bounce is forwarded to the message's original envelope sender (unless that
    was empty), so the sender's own bounce handling keeps working. It goes back into
    Postfix through its sendmail(1) with the null sender, so pickup and
    non_smtpd_milters see it like all other mail.
@@ -37,6 +39,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from smtpeter import suppression
 from smtpeter.bounces.complaints import Complaint, read_complaint
 from smtpeter.bounces.detect import Failure, Report, detect
 from smtpeter.bounces.reasons import kind_of, reason_of
@@ -305,6 +308,12 @@ def process(
                 f"dropped: bounce {key} of message {escape(uid)} was recorded and"
                 " forwarded before (delivered again)",
             )
+        # Idempotent, so a retry after a store fault here applies it all again.
+        suppressed = (
+            suppression.apply(store, message.login, events, cfg.bounces.soft_bounce_limit)
+            if message.login
+            else []
+        )
     except StoreError as e:
         return Outcome(EX_TEMPFAIL, f"store unavailable, will retry: {e}")
     kinds = ",".join(
@@ -318,6 +327,13 @@ def process(
         f" login {escape(message.login or '-')}): "
         f"detector={escape(detector)} events={escape(kinds) or 'none'}"
     )
+    for entry in suppressed:
+        log.info(
+            "suppressed %s for login %s after a bounce or complaint of message %s",
+            escape(entry),
+            escape(message.login or "-"),
+            escape(uid),
+        )
     sender = message.envelope_sender.strip().strip("<>")
     if cfg.bounces.forward and sender:
         try:

@@ -12,7 +12,7 @@ from smtpeter.cli import exits
 from smtpeter.config import Config
 from smtpeter.features import NAMES, FeatureSet
 from smtpeter.logins import Login, LoginError
-from smtpeter.store import open_store
+from smtpeter.store import SUPPRESSION_POLICIES, open_store
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +34,11 @@ def add_parser(sub: Any) -> None:
         "--rewrite-signed", action="store_true",
         help="apply content features to mail that already has a DKIM-Signature (breaks it)",
     )  # fmt: skip
+    create.add_argument(
+        "--suppression", choices=SUPPRESSION_POLICIES, default="refuse",
+        help="refuse: a recipient on this login's suppression list is refused at RCPT "
+        "(the default); off: mail to it goes out",
+    )  # fmt: skip
     cmd("list", "list logins", with_name=False)
     cmd("show", "show one login")
     change = cmd("set", "turn features on or off for a login")
@@ -47,6 +52,10 @@ def add_parser(sub: Any) -> None:
         default=None, help="rewrite the body of DKIM-signed mail too (--rewrite-signed) or "
         "leave it as signed (--no-rewrite-signed, the default)",
     )  # fmt: skip
+    change.add_argument(
+        "--suppression", choices=SUPPRESSION_POLICIES, default=None,
+        help="refuse suppressed recipients at RCPT (refuse) or send to them (off)",
+    )  # fmt: skip
     cmd("rotate", "give a login a new password and print it (shown once)")
     cmd("disable", "refuse AUTH for a login (its messages in the queue still go out)")
     cmd("enable", "allow AUTH for a disabled login")
@@ -59,6 +68,7 @@ def _as_dict(login: Login, password: str | None = None) -> dict[str, Any]:
         "enabled": login.enabled,
         "features": login.features.as_dict(),
         "rewrite_signed": login.rewrite_signed,
+        "suppression": login.suppression,
         "created_at": login.created_at,
         "updated_at": login.updated_at,
     }
@@ -77,6 +87,8 @@ def _print(login: Login, as_json: bool, password: str | None = None) -> None:
     print(f"enabled:  {'yes' if login.enabled else 'no'}")
     print(f"features: {', '.join(login.features.enabled()) or 'none'}")
     print(f"signed:   {'rewritten' if login.rewrite_signed else 'left as signed'}")
+    refused = "refused at RCPT" if login.suppression == "refuse" else "off (mailed anyway)"
+    print(f"suppressed recipients: {refused}")
     print(f"created:  {login.created_at}")
     print(f"updated:  {login.updated_at}")
     if password is not None:
@@ -102,6 +114,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                     enabled=not args.disabled,
                     features=FeatureSet(**{f: bool(getattr(args, f)) for f in NAMES}),
                     rewrite_signed=args.rewrite_signed,
+                    suppression=args.suppression,
                 )
             )
             _print(login, args.json, password)
@@ -122,14 +135,18 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             _print(found, args.json)
         elif cmd == "set":
             changes = {f: getattr(args, f) for f in NAMES if getattr(args, f) is not None}
-            if not changes and args.rewrite_signed is None:
+            if not changes and args.rewrite_signed is None and args.suppression is None:
                 print(
-                    "smtpeter: login set: name at least one --FEATURE or --no-FEATURE",
+                    "smtpeter: login set: name at least one --FEATURE, --no-FEATURE,"
+                    " --[no-]rewrite-signed or --suppression",
                     file=sys.stderr,
                 )
                 return exits.USAGE
             updated = store.update_login(
-                args.name, features=changes, rewrite_signed=args.rewrite_signed
+                args.name,
+                features=changes,
+                rewrite_signed=args.rewrite_signed,
+                suppression=args.suppression,
             )
             _print(updated, args.json)
         elif cmd == "rotate":

@@ -7,7 +7,7 @@ import sys
 
 from smtpeter import __version__, logsetup
 from smtpeter import config as configmod
-from smtpeter.cli import events, exits, local, logins
+from smtpeter.cli import events, exits, local, logins, suppressions
 from smtpeter.store import StoreError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtpeter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     logins.add_parser(sub)
+    suppressions.add_parser(sub)
     sub.add_parser(
         "authd",
         help="run the SASL auth daemon Postfix talks to (foreground)",
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "login":
             return logins.run(args, cfg)
+        if args.command == "suppressions":
+            return suppressions.run(args, cfg)
         if args.command == "bounce":
             return daemons.run_bounce(args, cfg)
         if args.command == "events":

@@ -30,6 +30,7 @@ from typing import Any
 
 import Milter
 
+from smtpeter import suppression
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
 from smtpeter.logsafe import escape
@@ -43,7 +44,7 @@ from smtpeter.relay.headers import (
 )
 from smtpeter.relay.mime import Rewrite
 from smtpeter.relay.pipeline import CONTENT_FEATURES, Options, Pipeline
-from smtpeter.store import MessageRecord, Store, StoreError, open_store
+from smtpeter.store import MessageRecord, Store, StoreError, Suppression, open_store
 from smtpeter.tracker.keys import KeyRing
 
 log = logging.getLogger("smtpeter.milter")
@@ -140,6 +141,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         # False when a flood of instruction headers on the server's own mail is left
         # as it is (see milter.max_instruction_headers).
         self.strip = True
+        # The login's suppression policy, read at the first RCPT.
+        self.suppression_policy: str | None = None
 
     def _log(self) -> _Adapter:
         who = self.login if self.api else f"({self.login})" if self.login else None
@@ -161,10 +164,34 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         self.queue_id = self.getsymval("i") or ""
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
-    @Milter.noreply  # type: ignore[untyped-decorator]
     def envrcpt(self, rcpt: str, *params: str) -> int:
+        """Refuse a recipient on the login's suppression list (policy ``refuse``); the
+        message's other recipients go on. The only callback before end of headers that
+        answers, so that the refusal is per recipient."""
+        if self.api and self.login is not None:
+            entry = self._suppressed(rcpt)
+            if entry is not None:
+                code, enhanced, text = suppression.refusal(entry)
+                self._log().info("refused %s: %s", escape(rcpt), text)
+                self.setreply(code, enhanced, text)
+                return Milter.REJECT  # type: ignore[no-any-return]
         self.recipients.append(rcpt)
         return Milter.CONTINUE  # type: ignore[no-any-return]
+
+    def _suppressed(self, rcpt: str) -> Suppression | None:
+        """The suppression list's entry for this recipient and login, if the login's
+        policy refuses it. A store that cannot be read refuses nothing (logged): the
+        list must never turn into temporary failures."""
+        try:
+            if self.suppression_policy is None:
+                login = self.ctx.store.get_login(self.login or "")
+                self.suppression_policy = login.suppression if login is not None else "off"
+            if self.suppression_policy != "refuse":
+                return None
+            return self.ctx.store.suppression(self.login or "", rcpt.strip().strip("<>"))
+        except StoreError as e:
+            self._log().warning("suppression list not read, %s accepted: %s", escape(rcpt), e)
+            return None
 
     @Milter.noreply  # type: ignore[untyped-decorator]
     @Milter.decode("bytes")  # type: ignore[untyped-decorator]

@@ -7,11 +7,24 @@ PostgreSQL for several relay nodes later) is decided in :func:`open_store` alone
 from __future__ import annotations
 
 from smtpeter.config import StoreConfig
-from smtpeter.store.sqlite import MessageRecord, SQLiteStore, StoreError
+from smtpeter.store.sqlite import (
+    SUPPRESSION_POLICIES,
+    MessageRecord,
+    SQLiteStore,
+    StoreError,
+    Suppression,
+)
 
 Store = SQLiteStore
 
-__all__ = ["MessageRecord", "Store", "StoreError", "open_store"]
+__all__ = [
+    "SUPPRESSION_POLICIES",
+    "MessageRecord",
+    "Store",
+    "StoreError",
+    "Suppression",
+    "open_store",
+]
 
 
 def open_store(cfg: StoreConfig, *, create: bool = True) -> Store:

@@ -189,7 +189,29 @@ MIGRATIONS: tuple[str, ...] = (
     # delivered: 0 while recorded but not yet forwarded (the forward failed, Postfix
     # retries), 1 once done. NULL on the rows of earlier versions, which forwarded
     # on every delivery: counted as done, so an upgrade forwards nothing twice.
+    #
+    # The suppression list: a hard bounce or a complaint (or repeated soft bounces of
+    # a mailbox, counted once per message in soft_bounces) suppresses an address for
+    # the login that sent to it; a login's policy (suppression) is 'refuse' (the
+    # milter refuses the address at RCPT) or 'off'.
     """
     ALTER TABLE bounce_reports ADD COLUMN forwarded INTEGER;
+    ALTER TABLE logins ADD COLUMN suppression TEXT NOT NULL DEFAULT 'refuse';
+    CREATE TABLE suppressions (
+        login       TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        status      TEXT,
+        message_uid TEXT,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (login, address)
+    ) WITHOUT ROWID;
+    CREATE TABLE soft_bounces (
+        login       TEXT NOT NULL,
+        address     TEXT NOT NULL,
+        message_uid TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        PRIMARY KEY (login, address, message_uid)
+    ) WITHOUT ROWID;
     """,
 )

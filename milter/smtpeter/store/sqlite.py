@@ -180,7 +180,7 @@ def _where(filters: list[tuple[str, object | None]]) -> tuple[str, list[object]]
 
 _LOGIN_COLUMNS = (
     "name, password_hash, enabled, inlinecss, trackclicks, trackopens, trackbounces, "
-    "rewrite_signed, created_at, updated_at"
+    "rewrite_signed, suppression, created_at, updated_at"
 )
 
 
@@ -196,8 +196,48 @@ def _login(row: sqlite3.Row) -> Login:
             trackbounces=bool(row["trackbounces"]),
         ),
         rewrite_signed=bool(row["rewrite_signed"]),
+        suppression=row["suppression"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+    )
+
+
+SUPPRESSION_POLICIES: tuple[str, ...] = ("refuse", "off")
+
+
+def check_suppression(policy: str) -> str:
+    if policy not in SUPPRESSION_POLICIES:
+        raise LoginError(
+            f"invalid suppression policy {policy!r}: use {' or '.join(SUPPRESSION_POLICIES)}"
+        )
+    return policy
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An address a login's mail is no longer sent to, and why."""
+
+    login: str
+    address: str
+    #: A bounce reason (user-unknown, ...), "complaint", "soft-bounces: <reason>" or
+    #: what an admin gave with `suppressions add`.
+    reason: str
+    status: str | None
+    message_uid: str | None
+    created_at: str
+
+
+_SUPPRESSION_COLUMNS = "login, address, reason, status, message_uid, created_at"
+
+
+def _suppression(row: sqlite3.Row) -> Suppression:
+    return Suppression(
+        login=row["login"],
+        address=row["address"],
+        reason=row["reason"],
+        status=row["status"],
+        message_uid=row["message_uid"],
+        created_at=row["created_at"],
     )
 
 
@@ -396,12 +436,14 @@ class SQLiteStore:
             return [_login(r) for r in rows]
 
     def create_login(self, login: Login) -> Login:
+        check_suppression(login.suppression)
         now = _now()
         f = login.features
         try:
             with self._use("login create") as conn:
                 conn.execute(
-                    f"INSERT INTO logins ({_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO logins ({_LOGIN_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         login.name,
                         login.password_hash,
@@ -411,6 +453,7 @@ class SQLiteStore:
                         int(f.trackopens),
                         int(f.trackbounces),
                         int(login.rewrite_signed),
+                        login.suppression,
                         now,
                         now,
                     ),
@@ -431,9 +474,13 @@ class SQLiteStore:
         enabled: bool | None = None,
         features: dict[str, bool] | None = None,
         rewrite_signed: bool | None = None,
+        suppression: str | None = None,
     ) -> Login:
         sets: list[str] = []
         args: list[object] = []
+        if suppression is not None:
+            sets.append("suppression = ?")
+            args.append(check_suppression(suppression))
         if password_hash is not None:
             sets.append("password_hash = ?")
             args.append(password_hash)
@@ -457,6 +504,74 @@ class SQLiteStore:
         updated = self.get_login(name)
         assert updated is not None
         return updated
+
+    # -- the suppression list ---------------------------------------------------------
+
+    def suppress(
+        self,
+        login: str,
+        address: str,
+        reason: str,
+        *,
+        status: str | None = None,
+        message_uid: str | None = None,
+    ) -> bool:
+        """Suppress ``address`` for ``login``; False (the first entry kept) if it was."""
+        with self._use("suppression add") as conn:
+            cur = conn.execute(
+                "INSERT INTO suppressions (login, address, reason, status, message_uid,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (login, address) DO NOTHING",
+                (login, address.lower(), reason, status, message_uid, _now()),
+            )
+        return cur.rowcount > 0
+
+    def count_soft_bounce(self, login: str, address: str, message_uid: str, reason: str) -> int:
+        """Count a soft bounce of ``address`` (once per message); how many messages to
+        it have soft-bounced so far."""
+        address = address.lower()
+        with self._use("soft bounce count") as conn, _transaction(conn):
+            conn.execute(
+                "INSERT INTO soft_bounces (login, address, message_uid, reason)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (login, address, message_uid, reason),
+            )
+            row = conn.execute(
+                "SELECT COUNT(*) FROM soft_bounces WHERE login = ? AND address = ?",
+                (login, address),
+            ).fetchone()
+        return int(row[0])
+
+    def suppression(self, login: str, address: str) -> Suppression | None:
+        """The entry that suppresses ``address`` for ``login``, if any."""
+        with self._use("suppression lookup") as conn:
+            row = conn.execute(
+                f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE login = ? AND address = ?",
+                (login, address.lower()),
+            ).fetchone()
+        return _suppression(row) if row is not None else None
+
+    def suppressions(self, *, login: str | None = None, limit: int = 1000) -> list[Suppression]:
+        """Entries, newest first, of one login or all."""
+        where, args = _where([("login = ?", login)])
+        with self._use("suppression list") as conn:
+            rows = conn.execute(
+                f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {where}"
+                " ORDER BY created_at DESC, login, address LIMIT ?",
+                (*args, limit),
+            )
+            return [_suppression(r) for r in rows]
+
+    def unsuppress(self, login: str, address: str) -> bool:
+        """Take ``address`` off ``login``'s list, and forget its soft bounces; False if it
+        was not on it."""
+        with self._use("suppression remove") as conn, _transaction(conn):
+            cur = conn.execute(
+                "DELETE FROM suppressions WHERE login = ? AND address = ?", (login, address.lower())
+            )
+            conn.execute(
+                "DELETE FROM soft_bounces WHERE login = ? AND address = ?", (login, address.lower())
+            )
+        return cur.rowcount > 0
 
     def delete_login(self, name: str) -> None:
         with self._use("login delete") as conn:
