@@ -67,6 +67,23 @@ CASES = [
     ("4.4.1", "delivery temporarily suspended: connect to mx.example.org[192.0.2.9]:25:"
      " Connection refused", "network-error"),
     ("4.3.0", "smtp; 451 4.3.0 Temporary local problem", "system-error"),
+    # Wordings of the flufl.bounce test corpus that read as full mailboxes.
+    ("5.0.0", "552 Message for <b@example.com> would exceed mailbox quota", "mailbox-full"),
+    ("5.0.0", "552 Quota violation for userx@example.com", "mailbox-full"),
+    (None, "Sorry, the user's mailfolder is full", "mailbox-full"),
+    (None, "This person's account is exceeding their quota.", "mailbox-full"),
+    (None, "recipient is over disk quota", "mailbox-full"),
+    ("5.0.0", "recipient reached disk quota", "mailbox-full"),
+    ("5.0.0", "553 Exceeded maximum inbound message size", "message-too-large"),
+    # "not listed in" a directory is no block list: the user does not exist.
+    ("5.0.0", "User carlosr73 (userx@example.com) not listed in Domino Directory",
+     "user-unknown"),
+    # A transient routing failure given up after retries is no dead domain.
+    ("4.4.4", "4.4.4 Temporary server error. Please try again later", "network-error"),
+    ("4.4.4", "Recipient server unavailable or busy after 30 attempt(s)", "expired"),
+    ("4.4.4", None, "network-error"),
+    ("4.1.1", None, "other"),  # soft by its class
+    ("5.4.4", None, "host-unknown"),
     ("5.0.0", "smtp; 550 Requested action not taken", "other"),
     (None, None, "other"),
 ]  # fmt: skip

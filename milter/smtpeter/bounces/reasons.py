@@ -22,8 +22,8 @@ reason                    kind   what it means
 ``policy``                soft   relaying, authentication, DMARC/SPF (x.7.x)
 ``mailbox-disabled``      soft   mailbox suspended or disabled (x.2.1)
 ``host-unknown``          hard   the domain does not exist or has no mail host
-                                 (x.1.2, x.4.4)
-``user-unknown``          hard   no such mailbox (x.1.1, x.1.10, x.1.6 moved)
+                                 (5.1.2, 5.4.4)
+``user-unknown``          hard   no such mailbox (5.1.1, 5.1.10, 5.1.6 moved)
 ``not-accepted``          hard   the domain accepts no mail at all (null MX)
 ``network-error``         soft   connection failures (other x.4.x)
 ``system-error``          soft   the remote system failed (x.3.x, x.5.x)
@@ -62,8 +62,10 @@ HARD: Final[frozenset[str]] = frozenset({"host-unknown", "user-unknown", "not-ac
 _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "mailbox-full",
-        r"mail ?box (?:is )?(?:full|over ?quota)|over ?quota|quota (?:exceeded|full)"
-        r"|exceeded (?:the |his |her |its )?(?:storage|quota)|mailbox size limit"
+        r"mail ?(?:box|folder) (?:is )?(?:full|over ?quota)|over ?(?:disk )?quota"
+        r"|quota (?:exceeded|full|violation)|(?:disk|mailbox|storage) quota"
+        r"|exceed(?:s|ed|ing)? (?:the |his |her |its |their |your )?(?:mailbox |disk )?"
+        r"(?:storage|quota)|reached (?:the |its )?(?:disk )?quota|mailbox size limit"
         r"|insufficient (?:disk |system )?(?:space|storage)|out of (?:disk )?(?:space|storage)"
         r"|(?:mailbox|inbox|account|user) (?:is )?full|storage (?:space )?(?:limit|quota)"
         r"|too many messages in (?:this|the) mailbox",
@@ -71,14 +73,15 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "message-too-large",
         r"message (?:is )?too (?:large|big)|(?:message|mail) size (?:exceeds|limit)"
-        r"|exceeds? (?:the )?(?:maximum |max )?(?:allowed )?(?:message )?size"
+        r"|exceed(?:s|ed)? (?:the )?(?:maximum |max )?(?:allowed )?(?:inbound )?(?:message )?size"
         r"|size exceeds|mail too large|message length exceeds",
     ),
     (
         "expired",
         r"in the queue too long|too long in (?:the )?queue"
         r"|retry time(?:out)? (?:not reached|exceeded)|message expired"
-        r"|delivery time expired|expired in queue|timed? ?out",
+        r"|delivery time expired|expired in queue|timed? ?out"
+        r"|after \d+ attempt\(?s?\)?|(?:for|period of) (?:more than )?\d+ (?:hour|day)",
     ),
     (
         "spam-detected",
@@ -87,7 +90,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "blocked",
         r"blocked|black ?list|block ?list|deny ?list|spamhaus|\brbl\b|dnsbl|\bsorbs\b"
-        r"|listed (?:at|on|in|by)|reputation|client host .*rejected"
+        r"|(?<!not )listed (?:at|on|in|by)|reputation|client host .*rejected"
         r"|connection (?:refused|rejected) (?:by|due to) policy",
     ),
     (
@@ -123,7 +126,8 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|invalid|unavailable|not available|not valid)|(?:invalid|non-?existent|bad)"
         r" (?:recipient|mailbox|address|user)|does not exist|doesn'?t have an? .{0,40}account"
         r"|no mailbox|not a valid (?:recipient|mailbox|user)|unrouteable address"
-        r"|recipient not recognized|addressee unknown|recipnotfound",
+        r"|recipient not recognized|addressee unknown|recipnotfound"
+        r"|not listed in (?:the )?(?:domino directory|address book|public names)",
     ),
     (
         "not-accepted",
@@ -162,9 +166,12 @@ def reason_of(status: str | None, diagnostic: str | None) -> Reason:
             if pattern.search(text):
                 return reason
     if status:
-        _, _, rest = status.partition(".")
-        if rest in _CODES:
-            return _CODES[rest]
+        klass, _, rest = status.partition(".")
+        by_code = _CODES.get(rest)
+        # A code alone says an address is dead only when the failure is permanent: a
+        # transient 4.4.4 "unable to route" or 4.1.1 is no proof of it.
+        if by_code is not None and (klass == "5" or by_code not in HARD):
+            return by_code
         subject = rest.partition(".")[0]
         if subject in _SUBJECTS:
             return _SUBJECTS[subject]
