@@ -16,7 +16,7 @@ import pytest
 
 from smtpeter import logins
 from smtpeter.features import FeatureSet
-from smtpeter.local.stack import LocalStack, Ports, free_port
+from smtpeter.local.stack import LocalStack, Ports
 from smtpeter.logins import Login
 from smtpeter.store import Store, open_store
 
@@ -38,14 +38,7 @@ def _stack(max_smtpd: int | None = None) -> Iterator[LocalStack]:
     root.chmod(0o755)
     s = LocalStack(
         root=root,
-        ports=Ports(
-            smtp=free_port(),
-            submission=free_port(),
-            submissions=free_port(),
-            alternate=free_port(),
-            sink=free_port(),
-            tracker=free_port(),
-        ),
+        ports=Ports.free(),
         settings={"auth": {"failure_delay": 0.3}, "milter": {"workers": 2}},
         sink_reject=r"^<?reject-",
         sink_defer=r"^<?defer-",

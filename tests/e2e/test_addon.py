@@ -72,7 +72,7 @@ def addon() -> Iterator[Addon]:
         sockets.mkdir(mode=0o755)
         ours = LocalStack(
             root=root,
-            ports=Ports(*(free_port() for _ in range(6))),
+            ports=Ports.free(),
             settings={
                 "auth": {"socket": str(sockets / "auth.sock"), "failure_delay": 0.3},
                 "milter": {"socket": f"unix:{sockets / 'milter.sock'}", "workers": 1},

@@ -23,7 +23,7 @@ import pytest
 
 from smtpeter import logins
 from smtpeter.features import FeatureSet
-from smtpeter.local.stack import LocalStack, Ports, free_port
+from smtpeter.local.stack import LocalStack, Ports
 from smtpeter.logins import Login
 from smtpeter.store import open_store
 from tests.e2e.smtp import connect, tls_context
@@ -58,14 +58,7 @@ def _make_stack(settings: dict[str, object]) -> LocalStack:
     root.chmod(0o755)
     return LocalStack(
         root=root,
-        ports=Ports(
-            smtp=free_port(),
-            submission=free_port(),
-            submissions=free_port(),
-            alternate=free_port(),
-            sink=free_port(),
-            tracker=free_port(),
-        ),
+        ports=Ports.free(),
         settings={"auth": settings, "milter": {"workers": 1}},
         listeners=("587",),
     )

@@ -18,7 +18,7 @@ import pytest
 
 from smtpeter import logins
 from smtpeter.features import FeatureSet
-from smtpeter.local.stack import LocalStack, Ports, free_port
+from smtpeter.local.stack import LocalStack, Ports
 from smtpeter.logins import Login
 from smtpeter.store import Store, open_store
 from tests.e2e.conftest import MakeLogin
@@ -79,7 +79,7 @@ def small_stack() -> Iterator[LocalStack]:
     root.chmod(0o755)
     stack = LocalStack(
         root=root,
-        ports=Ports(*(free_port() for _ in range(6))),
+        ports=Ports.free(),
         settings={"milter": {"workers": 1, "message_size_limit": 300000}},
         extra_main="message_size_limit = 300000",
         listeners=("587",),

@@ -54,6 +54,12 @@ class Ports:
     sink: int = 2526
     tracker: int = 2580
 
+    @classmethod
+    def free(cls) -> Ports:
+        """A free loopback port for each (what tests and a second stack on one machine
+        use)."""
+        return cls(*(free_port() for _ in dataclasses.fields(cls)))
+
     def listener(self, port: str) -> int:
         """The loopback port standing in for one of SMTPeter's."""
         return {
