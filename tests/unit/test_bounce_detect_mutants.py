@@ -10,6 +10,7 @@ encodings, header encodings and size caps are checked at their edges.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import quopri
 
@@ -565,6 +566,8 @@ def report_with(status_part: bytes, *, cte: str, ctype: str = "message/delivery-
         ("base64", base64.b64encode(STATUS.encode()).rstrip(b"=")),
         (" Quoted-Printable", quopri.encodestring(STATUS.encode())),
         ("8bit", STATUS.encode()),
+        # No padding and no final line break: nothing may be added after the last byte.
+        ("base64", base64.b64encode(STATUS.rstrip().encode() + b"  ")),
     ],
 )
 def test_encoded_delivery_status(cte: str, encoded: bytes) -> None:
@@ -926,3 +929,232 @@ def test_gmail_permanent_failure_after_a_transient_error_is_soft(
         f"The error that the other server returned was:\n{error}\n"
     )
     assert [(f.kind, f.status) for f in detect(raw).failures] == [(kind, status)]
+
+
+# ---------------------------------------------------------------------------
+# Exchange NDRs: where the listing and the administrators' section end, and how a
+# reason is found under an address.
+
+EXCHANGE_HEAD = "Delivery has failed to these recipients or groups:\n\n"
+
+
+def exchange(body: str) -> bytes:
+    return plain(EXCHANGE_HEAD + body, sender="postmaster@example.org",
+                 subject="Undeliverable: May news")  # fmt: skip
+
+
+def test_exchange_address_only_in_the_diagnostics_is_not_a_recipient() -> None:
+    """An address the administrators' section names (a contact's routed address) is not
+    counted as failed: only the recipients listed for the user are."""
+    raw = exchange(
+        "Uma Patel <uma@example.net>\nThe email address couldn't be found.\n\n"
+        "Diagnostic information for administrators:\n\n"
+        "Generating server: EX02.example.org\n\n"
+        "uma.patel@partner.example\n"
+        "Remote Server returned '550 5.1.1 RESOLVER.ADR.RecipNotFound; not found'\n\n"
+        "Original message headers:\n\nTo: Uma Patel <uma@example.net>\n"
+    )
+    assert rows(detect(raw)) == [
+        ("uma@example.net", None, "unknown", None, "EX02.example.org", None)
+    ]
+
+
+def test_exchange_original_headers_are_not_read_for_reasons() -> None:
+    """The returned original's headers after "Original message headers" give no reason,
+    even when a header names the recipient in angle brackets."""
+    raw = exchange(
+        "Uma Patel <uma@example.net>\nYour message couldn't be delivered.\n\n"
+        "Diagnostic information for administrators:\n\n"
+        "Generating server: EX02.example.org\n\n"
+        "Original message headers:\n\n"
+        "From: News <news@example.com>\nTo: Uma Patel <uma@example.net>\n"
+        "Subject: 550 5.1.1 May news\nReceiving server: mx.quoted.example\n"
+    )
+    assert rows(detect(raw)) == [
+        ("uma@example.net", None, "unknown", None, "EX02.example.org", None)
+    ]
+
+
+def test_exchange_reason_is_the_line_under_the_address_not_an_earlier_attempt() -> None:
+    """Exchange 2013+ lists the final reply under the address, then earlier attempts that
+    name the address again; the final (permanent) reply is the reason."""
+    raw = exchange(
+        "uma@example.net\nThe email address couldn't be found.\n\n"
+        "Diagnostic information for administrators:\n\n"
+        "Generating server: EX02.example.org\n"
+        "Receiving server: mx.example.net (192.0.2.25)\n\n"
+        "uma@example.net\n"
+        "Remote Server at mx.example.net (192.0.2.25) returned '550 5.1.1 "
+        "<uma@example.net>: Recipient address rejected: User unknown'\n"
+        "5/14/2024 8:21:05 AM - Remote Server at mx.example.net (192.0.2.25) returned "
+        "'450 4.7.1 <uma@example.net>: Client host rejected: try again later'\n\n"
+        "Original message headers:\n\nTo: uma@example.net\n"
+    )
+    assert rows(detect(raw)) == [
+        ("uma@example.net", "5.1.1", "hard",
+         "Remote Server at mx.example.net (192.0.2.25) returned '550 5.1.1 <uma@example.net>: "
+         "Recipient address rejected: User unknown'", "EX02.example.org", "mx.example.net")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("gap", "reason"),
+    [
+        ("\n\n", "#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##"),
+        ("\n\n\n", None),
+    ],
+)
+def test_exchange_reason_is_read_from_the_three_lines_under_the_address(
+    gap: str, reason: str | None
+) -> None:
+    """A reason up to three lines under an address is its reason; one further down is not
+    (it is the next recipient's block)."""
+    raw = exchange(
+        "uma@example.net\nvic@example.net\n\n"
+        "Diagnostic information for administrators:\n\n"
+        "Generating server: EX02.example.org\n\n"
+        f"uma@example.net{gap}\n"
+        "#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n\n"
+        "Original message headers:\n"
+    )
+    report = detect(raw)
+    assert [(f.recipient, f.diagnostic) for f in report.failures] == [
+        ("uma@example.net", reason),
+        ("vic@example.net", None),
+    ]
+
+
+def test_text_inside_the_first_of_two_scripts_is_not_read() -> None:
+    """An HTML NDR with two scripts: a failure-like string in the first one is not read,
+    the real failure between them is."""
+    html = (
+        "<script>var sample = '550 5.1.1 &lt;x@evil.example&gt; unknown';</script>"
+        "<p>550 5.1.1 &lt;a@x.example&gt; unknown</p>"
+        "<script>track();</script><p>Thanks</p>"
+    )
+    raw = (
+        "From: postmaster@example.org\nSubject: Undeliverable\nContent-Type: text/html\n\n" + html
+    ).encode()
+    assert [f.recipient for f in detect(raw).failures] == ["a@x.example"]
+
+
+def test_base64_delivery_status_is_read_wherever_its_lines_break() -> None:
+    """A base64 delivery-status part is read the same whatever its line breaks split, here
+    a break between two ``XX`` pairs (the texts are chosen so the base64 holds ``XXXX``)."""
+    text = (
+        STATUS.replace("\r\n\r\n", "\r\nX-Postfix-Queue-ID: 4F2A1B7\r\n\r\n", 1)
+        .replace("\u00fcnknown", "\u00fcnknown (W]u\u00fc)")
+        .encode()
+    )
+    encoded = base64.b64encode(text)
+    at = encoded.find(b"XXXX") + 2
+    assert at > 2
+    report = detect(report_with(encoded[:at] + b"\n" + encoded[at:], cte="base64"))
+    assert rows(report) == [
+        ("a@x.example", "5.1.1", "hard", "smtp; 550 5.1.1 \u00fcnknown (W]u\u00fc)",
+         "mx.example.org", None)
+    ]  # fmt: skip
+
+
+def uuencoded(data: bytes) -> bytes:
+    lines = [binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45)]
+    return b"begin 644 headers\n" + b"".join(lines) + b"`\nend\n"
+
+
+HEADERS = b"From: news@example.com\nTo: a@x.example\nMessage-ID: <n-7@news.example.com>\n"
+
+
+@pytest.mark.parametrize(
+    ("cte", "body"),
+    [
+        ("base64", base64.encodebytes(HEADERS)),
+        ("quoted-printable", quopri.encodestring(HEADERS)),
+        ("x-uuencode", uuencoded(HEADERS)),
+    ],
+)
+def test_original_message_id_from_encoded_returned_headers(cte: str, body: bytes) -> None:
+    """The original's Message-ID is read from a text/rfc822-headers part in any transfer
+    encoding the email package undoes (base64, quoted-printable, uuencode)."""
+    part = f"--BB\nContent-Type: text/rfc822-headers\nContent-Transfer-Encoding: {cte}\n\n"
+    assert detect(with_original(part + body.decode())).original_message_id == (
+        "<n-7@news.example.com>"
+    )
+
+
+def test_a_broken_byte_in_a_declared_charset_spoils_only_itself() -> None:
+    """A Japanese NDR in Shift_JIS with one broken byte keeps its Japanese diagnostic; only
+    that byte becomes U+FFFD (the text is not re-read as UTF-8)."""
+    reason = "\u5b9b\u5148\u304c\u5b58\u5728\u3057\u307e\u305b\u3093"  # no such recipient
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.jp\nSubject: Undeliverable\n"
+        b"Content-Type: text/plain; charset=Shift_JIS\n\n"
+        + b"550 5.1.1 <taro@example.jp> "
+        + reason.encode("shift_jis")
+        + b"\xff\n"
+    )
+    assert rows(detect(raw)) == [
+        ("taro@example.jp", "5.1.1", "hard", f"550 5.1.1 <taro@example.jp> {reason}\ufffd",
+         None, None)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("charset", ["us-ascii", "US-ASCII", "ascii"])
+def test_utf8_text_labelled_us_ascii_keeps_its_recipient(charset: str) -> None:
+    """A bounce whose text part says us-ascii but quotes a UTF-8 address (common for
+    SMTPUTF8 recipients) reports that address as sent, not with U+FFFD in it."""
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\nSubject: failure notice\n"
+        f"Content-Type: text/plain; charset={charset}\nContent-Transfer-Encoding: 8bit\n\n"
+        "Hi. This is the qmail-send program at mx.example.net.\n\n"
+        "<j\u00f6rg@b\u00fccher.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n"
+    ).encode()
+    assert [(f.recipient, f.status) for f in detect(raw).failures] == [
+        ("j\u00f6rg@b\u00fccher.example", "5.1.1")
+    ]
+
+
+def test_html_ndr_stops_at_a_bold_original_message_marker() -> None:
+    """In an HTML-only NDR, a marker set in bold ("<b>Original message headers:</b>")
+    still ends the report: a 550 line quoted from the original below it is not read."""
+    html = (
+        "<html><body><p>Your message to <b>a@x.example</b> couldn't be delivered.</p>\n"
+        "<p>550 5.1.1 &lt;a@x.example&gt; mailbox unavailable</p>\n"
+        "<p><b>Original message headers:</b></p>\n"
+        "<pre>To: b@x.example\n"
+        "Subject: re: 550 5.1.1 &lt;quoted@x.example&gt; unknown</pre></body></html>\n"
+    )
+    raw = (
+        "From: postmaster@example.org\nSubject: Undeliverable: news\n"
+        "Content-Type: text/html; charset=utf-8\n\n" + html
+    ).encode()
+    assert rows(detect(raw)) == [
+        ("a@x.example", "5.1.1", "hard", "550 5.1.1 <a@x.example> mailbox unavailable", None,
+         None)
+    ]  # fmt: skip
+
+
+def test_an_attachment_that_is_not_text_is_not_read() -> None:
+    """A bounce that attaches the returned original as application/octet-stream: only its
+    text part is read, not a 550 line inside the attachment."""
+    original = base64.encodebytes(
+        b"From: news@example.com\nTo: b@x.example\nSubject: fwd\n\n"
+        b"> 550 5.1.1 <quoted@x.example> unknown\n"
+    )
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.org\nSubject: Returned mail\nMIME-Version: 1.0\n"
+        b"Content-Type: multipart/mixed; boundary=BB\n\n"
+        b"--BB\nContent-Type: text/plain\n\n550 5.1.1 <a@x.example> unknown\n"
+        b"--BB\nContent-Type: application/octet-stream; name=original.eml\n"
+        b"Content-Transfer-Encoding: base64\n\n" + original + b"--BB--\n"
+    )
+    assert [f.recipient for f in detect(raw).failures] == ["a@x.example"]
+
+
+def test_a_bounce_whose_only_part_is_not_text_is_still_read() -> None:
+    """A bounce from a broken MTA that labels its whole body application/octet-stream is
+    still read as the text it is."""
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.org\nSubject: Returned mail\n"
+        b"Content-Type: application/octet-stream\n\n550 5.1.1 <a@x.example> unknown\n"
+    )
+    assert [f.recipient for f in detect(raw).failures] == ["a@x.example"]

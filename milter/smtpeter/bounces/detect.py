@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import contextlib
 import email
 import email.policy
@@ -287,6 +288,8 @@ def _text_of(part: Message) -> str:
     data = data[:MAX_TEXT]
     charset = part.get_content_charset() or "utf-8"
     try:
+        if codecs.lookup(charset).name == "ascii":
+            charset = "utf-8"  # a superset: 8-bit text mislabelled us-ascii is still read
         text = data.decode(charset, errors="replace")
     except (LookupError, ValueError):
         text = data.decode("utf-8", errors="replace")
