@@ -1,0 +1,92 @@
+"""RFC 3464 delivery status notifications (and RFC 6533's global ones): the
+authoritative format. A DSN that only reports delivered or relayed recipients yields
+no failures, and the human-readable text beside it is not second-guessed."""
+
+from __future__ import annotations
+
+from smtpeter.bounces.message import BounceMessage
+from smtpeter.bounces.report import Failure, Kind
+from smtpeter.bounces.text import (
+    Block,
+    address,
+    clip,
+    failed_kind,
+    field_blocks,
+    mta,
+    status_of,
+)
+
+
+def dsn_records(blocks: list[Block]) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """The per-message fields and the per-recipient records.
+
+    Blocks without a recipient field are per-message. A block holding several
+    recipients without the blank lines between them is split where a recipient
+    field repeats.
+    """
+    message: dict[str, str] = {}
+    records: list[dict[str, str]] = []
+    for block in blocks:
+        if not any(n in ("final-recipient", "original-recipient") for n, _ in block):
+            for name, value in block:
+                message.setdefault(name, value)
+            continue
+        record: dict[str, str] = {}
+        for name, value in block:
+            starts = name == "original-recipient" and (
+                "original-recipient" in record or "final-recipient" in record
+            )
+            starts = starts or (name == "final-recipient" and "final-recipient" in record)
+            if starts:
+                records.append(record)
+                record = {}
+            record.setdefault(name, value)
+        records.append(record)
+    return message, records
+
+
+def detect(msg: BounceMessage) -> list[Failure] | None:
+    """Failures from the delivery-status parts; None when there is no such part with
+    at least one recipient."""
+    failures: list[Failure] = []
+    seen = False
+    for status_text in msg.statuses:
+        message, records = dsn_records(field_blocks(status_text))
+        reporting = mta(message.get("reporting-mta"))
+        for record in records:
+            recipient = address(record.get("original-recipient", "")) or address(
+                record.get("final-recipient", "")
+            )
+            if recipient is None:
+                continue
+            seen = True
+            action = (record.get("action", "").split() or [""])[0].lower()
+            if action not in ("failed", "delayed"):
+                continue
+            diagnostic = clip(record.get("diagnostic-code"))
+            status = _dsn_status(record.get("status"), diagnostic)
+            kind: Kind = "delay" if action == "delayed" else failed_kind(status, "unknown")
+            failures.append(
+                Failure(
+                    recipient=recipient,
+                    status=status,
+                    kind=kind,
+                    diagnostic=diagnostic,
+                    reporting_mta=reporting,
+                    remote_mta=mta(record.get("remote-mta")),
+                )
+            )
+    return failures if seen else None
+
+
+def _dsn_status(field: str | None, diagnostic: str | None) -> str | None:
+    """The Status field; the Diagnostic-Code's code when Status is missing, or is only
+    the class (``5.0.0``, as Exim writes) and the remote reply was more precise."""
+    reply = diagnostic.partition(";")[2] if diagnostic and ";" in diagnostic else diagnostic
+    status = status_of(field)
+    detail = status_of(reply)
+    if status is None:
+        return detail
+    if detail and status.endswith(".0.0") and detail[0] == status[0]:
+        return detail
+    return status

@@ -1,0 +1,62 @@
+"""Exim's non-DSN bounce and delay warning: "The following address(es) failed:"
+or "... has not yet been delivered", then indented addresses and reasons."""
+
+from __future__ import annotations
+
+import re
+
+from smtpeter.bounces.message import BounceMessage
+from smtpeter.bounces.report import Failure, Kind
+from smtpeter.bounces.text import (
+    address,
+    text_failure,
+    until,
+)
+
+
+def detect(msg: BounceMessage) -> list[Failure]:
+    text = msg.text
+    if "This message was created automatically by mail delivery software" not in text:
+        return []
+    failed = re.search(r"following address(?:\(es\)|es)? failed:[ \t]*$", text, re.M)
+    delayed = re.search(
+        r"address(?:\(es\)|es)? to which the message has not yet been delivered", text
+    )
+    if failed:
+        kind: Kind = "hard"  # Exim says "This is a permanent error" above the list
+        found = failed
+    elif delayed:
+        kind = "delay"
+        found = delayed
+    else:
+        return []
+    start = text.find("\n", found.end())
+    if start < 0:
+        return []
+    section = until(
+        text[start:],
+        r"^-+ This is a copy of",
+        r"^-+ The header of the original",
+        r"^Reporting-MTA:",
+        r"^Content-Type:",
+        r"^The message identifier is",
+        r"^If any of these addresses",
+        r"^No action is required",
+    )
+    failures: list[Failure] = []
+    entries: list[tuple[str, list[str]]] = []
+    for line in section.split("\n"):
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= 2 and (addr := address(line.strip())):
+            entries.append((addr, []))
+        elif indent > 2 and entries:
+            entries[-1][1].append(line.strip())
+        elif indent <= 2 and not line.strip().startswith("("):
+            break  # prose we do not know ends the list; "(generated from ...)" does not
+    for recipient, lines in entries:
+        reason = " ".join(lines)
+        remote = re.search(r"\bhost ([^\s\[]+) \[", reason)
+        failures.append(text_failure(recipient, reason, kind, remote.group(1) if remote else None))
+    return failures

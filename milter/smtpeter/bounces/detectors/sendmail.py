@@ -1,0 +1,42 @@
+"""Pre-DSN Sendmail "Returned mail": "The following addresses had permanent fatal
+(or transient non-fatal) errors", addresses with "(reason: ...)"."""
+
+from __future__ import annotations
+
+import re
+
+from smtpeter.bounces.message import BounceMessage
+from smtpeter.bounces.report import Failure, Kind
+from smtpeter.bounces.text import (
+    address,
+    lines_after,
+    text_failure,
+)
+
+
+def detect(msg: BounceMessage) -> list[Failure]:
+    text = msg.text
+    failures: list[Failure] = []
+    sections = re.finditer(
+        r"The following addresses had (permanent fatal|transient non-fatal) errors -+[ \t]*$",
+        text,
+        re.M,
+    )
+    remote = re.search(r"\.\.\. while talking to ([^\s:]+?)\.?:", text)
+    for section in sections:
+        kind: Kind = "hard" if section.group(1).startswith("permanent") else "delay"
+        current: str | None = None
+        reasons: dict[str, str] = {}
+        order: list[str] = []
+        for line in lines_after(text, section.end()):
+            stripped = line.strip()
+            if (m := re.match(r"\(reason: (.*)\)$", stripped)) and current:
+                reasons[current] = m.group(1)
+            elif not line[0].isspace() and (addr := address(stripped)):
+                current = addr
+                order.append(addr)
+        failures += [
+            text_failure(r, reasons.get(r), kind, remote.group(1) if remote else None)
+            for r in order
+        ]
+    return failures
