@@ -66,6 +66,17 @@ TABLE: dict[str, Expected] = {
     "generic.eml": ("generic", False, "<newsletter-42.19@news.example.com>",
                     [("paul@example.net", "hard", "5.1.1")]),
     "human-reply.eml": ("none", False, None, []),
+    "smtp32-attempts.eml": ("smtp32", False, "<newsletter-42.20@news.example.com>",
+                            [("rita@slow.example.net", "soft", None)]),
+    "smtp32-invalid.eml": ("smtp32", False, "<newsletter-42.21@news.example.com>",
+                           [("sam@example.org", "hard", None)]),
+    "exchange2003.eml": ("exchange-legacy", False, "<newsletter-42.22@news.example.com>",
+                         [("tom@contoso.example", "hard", None),
+                          ("uma@contoso.example", "hard", None)]),
+    "dsn-action-error.eml": ("dsn", True, "<newsletter-42.23@news.example.com>",
+                             [("vic@example.net", "hard", "5.0.0")]),
+    "exim-wrapped.eml": ("exim", False, "<newsletter-42.24@news.example.com>",
+                         [("wendy@example.de", "hard", "5.1.1")]),
     # A feedback report is no bounce (read by bounces/complaints.py, never here).
     "arf-abuse.eml": ("none", False, None, []),
 }  # fmt: skip
@@ -406,3 +417,39 @@ def test_a_recipient_reported_twice_counts_once() -> None:
         )
     )
     assert [(f.recipient, f.status) for f in report.failures] == [("a@x.example", "5.1.1")]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Your message did not reach some or all of the intended recipients.\n\n"
+         "Did not reach the following recipient: <xena@example.org>\n", ["xena@example.org"]),
+        ("Your message\n\n  To: yuri@example.org\n\ndid not reach the following "
+         "recipient(s):\n\nyuri@example.org on Wed, 15 May 2024 10:02:11 +0200\n"
+         "    The recipient name is not recognized\n", ["yuri@example.org"]),
+        # The original's To line, before the heading, is never taken for a recipient.
+        ("  To: zed@example.org\n\ndid not reach the following recipient(s):\n\n", []),
+    ],
+    ids=["one-line", "listing", "heading-only"],
+)  # fmt: skip
+def test_legacy_exchange_ndrs(body: str, expected: list[str]) -> None:
+    """Exchange 5.5 to 2003: the one-line and the listing forms; nothing else."""
+    raw = (
+        "From: System Administrator <postmaster@contoso.example>\n"
+        f"Subject: Undeliverable: hello\n\n{body}"
+    ).encode()
+    report = detect(raw)
+    assert [f.recipient for f in report.failures] == expected
+    assert report.detector == ("exchange-legacy" if expected else "none")
+
+
+def test_smtp32_lines_need_its_x_mailer() -> None:
+    """ "undeliverable to ADDR" alone is no IMail bounce without IMail's X-Mailer."""
+    body = b"Subject: hi\n\nundeliverable to ann@example.org\n"
+    assert detect(body).failures == ()
+    imail = (
+        b"X-Mailer: <SMTP32 v8.22>\nSubject: Undeliverable Mail\n\n"
+        b"undeliverable  to ann@example.org\n"
+    )
+    [failure] = detect(imail).failures
+    assert (failure.recipient, failure.kind) == ("ann@example.org", "hard")

@@ -138,6 +138,11 @@ FIXTURES = [
     ("qmail.eml", "frank@example.com.invalid", "host-unknown", "hard"),
     # qmail's own "Giving up on <host>." line is not the reason: the remote reply is.
     ("qmail.eml", "grace@example.net", "user-unknown", "hard"),
+    ("smtp32-invalid.eml", "sam@example.org", "user-unknown", "hard"),
+    ("exchange2003.eml", "uma@contoso.example", "user-unknown", "hard"),
+    # The quota is only in the Status comment of an "Action: error" DSN: soft.
+    ("dsn-action-error.eml", "vic@example.net", "mailbox-full", "soft"),
+    ("exim-wrapped.eml", "wendy@example.de", "user-unknown", "hard"),
     ("yahoo.eml", "kim@example.net", "user-unknown", "hard"),
 ]
 

@@ -9,7 +9,8 @@ Detectors run in order and the first that yields wins:
    yields no failures, and the human-readable text beside it is not second-guessed.
 2. One small detector per common non-standard format: ``qmail``, ``yahoo``,
    ``exim``, ``postfix`` (pre-DSN plain text), ``sendmail`` (pre-DSN plain text),
-   ``exchange`` (plain NDRs), ``gmail`` (its old plain text).
+   ``exchange`` (plain NDRs), ``exchange-legacy`` (Exchange 5.5 to 2003),
+   ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text).
 3. ``autoreply``: vacation and out-of-office replies. They are not bounces; the
    report carries the replier's address with kind ``autoreply``.
 4. ``generic``: in a message whose sender or subject says it is a bounce, lines
@@ -47,12 +48,14 @@ from smtpeter.bounces.detectors import (
     autoreply,
     dsn,
     exchange,
+    exchange_legacy,
     exim,
     generic,
     gmail,
     postfix,
     qmail,
     sendmail,
+    smtp32,
     yahoo,
 )
 from smtpeter.bounces.message import BounceMessage, parse
@@ -70,6 +73,8 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("postfix", postfix.detect),
     ("sendmail", sendmail.detect),
     ("exchange", exchange.detect),
+    ("exchange-legacy", exchange_legacy.detect),
+    ("smtp32", smtp32.detect),
     ("gmail", gmail.detect),
 )
 

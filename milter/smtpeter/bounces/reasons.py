@@ -127,7 +127,9 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r" (?:recipient|mailbox|address|user)|does not exist|doesn'?t have an? .{0,40}account"
         r"|no mailbox|not a valid (?:recipient|mailbox|user)|unrouteable address"
         r"|recipient not recognized|addressee unknown|recipnotfound"
-        r"|not listed in (?:the )?(?:domino directory|address book|public names)",
+        r"|not listed in (?:the )?(?:domino directory|address book|public names)"
+        r"|invalid final delivery userid|user not known|does not have a final email delivery point"
+        r"|recipient name is not recognized",
     ),
     (
         "not-accepted",

@@ -4,6 +4,8 @@ no failures, and the human-readable text beside it is not second-guessed."""
 
 from __future__ import annotations
 
+import re
+
 from smtpeter.bounces.message import BounceMessage
 from smtpeter.bounces.report import Failure, Kind
 from smtpeter.bounces.text import (
@@ -61,9 +63,17 @@ def detect(msg: BounceMessage) -> list[Failure] | None:
                 continue
             seen = True
             action = (record.get("action", "").split() or [""])[0].lower()
-            if action not in ("failed", "delayed"):
+            # RFC 3464 says "failed" and "delayed"; some MTAs write "failure" or, as
+            # OpenSMTPD does, "error" (flufl.bounce reads them the same way).
+            if action.startswith(("fail", "error")):
+                action = "failed"
+            elif action.startswith("delay"):
+                action = "delayed"
+            else:
                 continue
-            diagnostic = clip(record.get("diagnostic-code"))
+            diagnostic = clip(record.get("diagnostic-code")) or _status_comment(
+                record.get("status")
+            )
             status = _dsn_status(record.get("status"), diagnostic)
             kind: Kind = "delay" if action == "delayed" else failed_kind(status, "unknown")
             failures.append(
@@ -90,3 +100,10 @@ def _dsn_status(field: str | None, diagnostic: str | None) -> str | None:
     if detail and status.endswith(".0.0") and detail[0] == status[0]:
         return detail
     return status
+
+
+def _status_comment(field: str | None) -> str | None:
+    """The comment of a Status field, ``5.0.0 (recipient reached disk quota)`` as PMDF
+    writes it without a Diagnostic-Code: the only reason such a report gives."""
+    m = re.search(r"\((.+)\)", field or "")
+    return clip(m.group(1)) if m else None

@@ -18,7 +18,8 @@ def detect(msg: BounceMessage) -> list[Failure]:
     text = msg.text
     if "This message was created automatically by mail delivery software" not in text:
         return []
-    failed = re.search(r"following address(?:\(es\)|es)? failed:[ \t]*$", text, re.M)
+    # The heading may be wrapped: "The following addresses\nfailed:".
+    failed = re.search(r"following\s+address(?:\(es\)|es)?\s+failed:[ \t]*$", text, re.M)
     delayed = re.search(
         r"address(?:\(es\)|es)? to which the message has not yet been delivered", text
     )
@@ -49,7 +50,8 @@ def detect(msg: BounceMessage) -> list[Failure]:
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
-        if indent <= 2 and (addr := address(line.strip())):
+        # Some Exim builds end the address line with a colon.
+        if indent <= 2 and (addr := address(line.strip().removesuffix(":"))):
             entries.append((addr, []))
         elif indent > 2 and entries:
             entries[-1][1].append(line.strip())
