@@ -77,6 +77,9 @@ TABLE: dict[str, Expected] = {
                              [("vic@example.net", "hard", "5.0.0")]),
     "exim-wrapped.eml": ("exim", False, "<newsletter-42.24@news.example.com>",
                          [("wendy@example.de", "hard", "5.1.1")]),
+    "qmail-like.eml": ("qmail-like", False, "<newsletter-42.25@news.example.com>",
+                       [("xavier@example.net", "unknown", None),
+                        ("yvonne@example.net", "hard", "5.1.1")]),
     # A feedback report is no bounce (read by bounces/complaints.py, never here).
     "arf-abuse.eml": ("none", False, None, []),
 }  # fmt: skip
@@ -453,3 +456,15 @@ def test_smtp32_lines_need_its_x_mailer() -> None:
     )
     [failure] = detect(imail).failures
     assert (failure.recipient, failure.kind) == ("ann@example.org", "hard")
+
+
+def test_qmail_paragraphs_need_a_bounce_and_a_marker() -> None:
+    """The qmail-like fallback reads nothing from a message that does not say it is a
+    bounce, or that has no qmail-style marker line."""
+    raw = fixture_bytes("qmail-like.eml")
+    person = raw.replace(b"mailer-daemon@", b"xavier.friend@").replace(
+        b"Subject: failure notice", b"Subject: re: newsletter"
+    )
+    assert detect(person).failures == ()
+    unmarked = raw.replace(b"--- Below this line is a copy of the message.", b"Thanks.")
+    assert detect(unmarked).failures == ()

@@ -143,6 +143,7 @@ FIXTURES = [
     # The quota is only in the Status comment of an "Action: error" DSN: soft.
     ("dsn-action-error.eml", "vic@example.net", "mailbox-full", "soft"),
     ("exim-wrapped.eml", "wendy@example.de", "user-unknown", "hard"),
+    ("qmail-like.eml", "xavier@example.net", "mailbox-full", "soft"),
     ("yahoo.eml", "kim@example.net", "user-unknown", "hard"),
 ]
 

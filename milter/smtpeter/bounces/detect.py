@@ -10,7 +10,8 @@ Detectors run in order and the first that yields wins:
 2. One small detector per common non-standard format: ``qmail``, ``yahoo``,
    ``exim``, ``postfix`` (pre-DSN plain text), ``sendmail`` (pre-DSN plain text),
    ``exchange`` (plain NDRs), ``exchange-legacy`` (Exchange 5.5 to 2003),
-   ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text).
+   ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text), and last
+   ``qmail-like`` (qmail's body under a rewritten greeting).
 3. ``autoreply``: vacation and out-of-office replies. They are not bounces; the
    report carries the replier's address with kind ``autoreply``.
 4. ``generic``: in a message whose sender or subject says it is a bounce, lines
@@ -54,6 +55,7 @@ from smtpeter.bounces.detectors import (
     gmail,
     postfix,
     qmail,
+    qmail_like,
     sendmail,
     smtp32,
     yahoo,
@@ -76,6 +78,7 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("exchange-legacy", exchange_legacy.detect),
     ("smtp32", smtp32.detect),
     ("gmail", gmail.detect),
+    ("qmail-like", qmail_like.detect),
 )
 
 
