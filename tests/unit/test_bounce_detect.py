@@ -80,6 +80,10 @@ TABLE: dict[str, Expected] = {
     "qmail-like.eml": ("qmail-like", False, "<newsletter-42.25@news.example.com>",
                        [("xavier@example.net", "unknown", None),
                         ("yvonne@example.net", "hard", "5.1.1")]),
+    "listing-mailenable.eml": ("listing", False, "<newsletter-42.26@news.example.com>",
+                               [("zoe@example.net", "hard", "5.0.0")]),
+    "listing-warning.eml": ("listing", False, "<newsletter-42.27@news.example.com>",
+                            [("Abe@example.org", "delay", None)]),
     # A feedback report is no bounce (read by bounces/complaints.py, never here).
     "arf-abuse.eml": ("none", False, None, []),
 }  # fmt: skip
@@ -468,3 +472,19 @@ def test_qmail_paragraphs_need_a_bounce_and_a_marker() -> None:
     assert detect(person).failures == ()
     unmarked = raw.replace(b"--- Below this line is a copy of the message.", b"Thanks.")
     assert detect(unmarked).failures == ()
+
+
+def test_a_listing_needs_a_bounce_and_lone_addresses() -> None:
+    """A heading in a person's mail is no bounce; nor is a heading followed by prose
+    that merely mentions an address."""
+    person = (
+        b"From: Ann <ann@example.org>\nSubject: minutes\n\n"
+        b"The following recipients did not receive this message:\n\nbob@example.org\n"
+    )
+    assert detect(person).failures == ()
+    prose = (
+        b"From: MAILER-DAEMON@mx.example.org\nSubject: Undeliverable\n\n"
+        b"The following recipients did not receive this message:\n\n"
+        b"Please write to help@example.org for assistance.\n"
+    )
+    assert detect(prose).failures == ()

@@ -11,7 +11,8 @@ Detectors run in order and the first that yields wins:
    ``exim``, ``postfix`` (pre-DSN plain text), ``sendmail`` (pre-DSN plain text),
    ``exchange`` (plain NDRs), ``exchange-legacy`` (Exchange 5.5 to 2003),
    ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text), and last
-   ``qmail-like`` (qmail's body under a rewritten greeting).
+   ``qmail-like`` (qmail's body under a rewritten greeting) and ``listing`` (a
+   heading, then the failed addresses one a line).
 3. ``autoreply``: vacation and out-of-office replies. They are not bounces; the
    report carries the replier's address with kind ``autoreply``.
 4. ``generic``: in a message whose sender or subject says it is a bounce, lines
@@ -53,6 +54,7 @@ from smtpeter.bounces.detectors import (
     exim,
     generic,
     gmail,
+    listing,
     postfix,
     qmail,
     qmail_like,
@@ -79,6 +81,7 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("smtp32", smtp32.detect),
     ("gmail", gmail.detect),
     ("qmail-like", qmail_like.detect),
+    ("listing", listing.detect),
 )
 
 
