@@ -13,6 +13,7 @@ import grp
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from smtpeter.auth import server as server_module
 from smtpeter.auth.server import FAIL_REASON, AuthServer, Credentials
 from smtpeter.auth.throttle import MAX_REPLY_SECONDS, Throttle
 from tests.unit.test_auth_server import (
@@ -1161,3 +1163,253 @@ def test_address_locked_while_waiting_for_its_slot_is_not_checked(
             "locked", '"alice"', "PLAIN", failures=2, login_failures=2, locked=True, request_id=3
         ),
     ]
+
+
+def test_attempt_held_behind_checks_in_flight_fails_unchecked_when_its_budget_runs_out(
+    store: FakeStore,
+    sock_dir: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An attempt held behind a check that may still lock its address gets FAIL when its
+    reply budget is spent, its (right) password unchecked and not counted as a failure."""
+    monkeypatch.setattr(server_module, "MAX_REPLY_SECONDS", 0.5)
+    in_check = threading.Event()
+    gate = threading.Event()
+    checked: list[str] = []
+
+    def gated_verify(password_hash: str, password: str) -> bool:
+        checked.append(password)
+        in_check.set()
+        gate.wait(LINE_TIMEOUT)
+        return store.verify(password_hash, password)
+
+    async def body() -> None:
+        throttle = Throttle(throttle_after=1, lockout_after=0)
+        async with running(
+            store, sock_dir, verify=gated_verify, throttle=throttle, failure_delay=0
+        ) as (_, connect):
+            client = await connect()
+            await client.handshake()
+            loop = asyncio.get_running_loop()
+            try:
+                await client.send(auth("PLAIN", plain("alice", "wrong")))
+                assert await loop.run_in_executor(None, in_check.wait, LINE_TIMEOUT)
+                # 1 is being checked and may fail, reaching throttle_after: 2 is held.
+                started = loop.time()
+                await client.send(auth("PLAIN", plain("alice", "secret"), request_id=2))
+                reply = await client.readline()
+                took = loop.time() - started
+            finally:
+                gate.set()
+            assert reply == f"FAIL\t2\tuser=alice\t{FAIL}"
+            assert 0.45 <= took < 1.5
+            assert checked == ["wrong"]
+            assert await client.readline() == f"FAIL\t1\tuser=alice\t{FAIL}"
+            assert checked == ["wrong"]
+
+    try:
+        with auth_log(caplog) as lines:
+            run(body())
+    finally:
+        gate.set()
+    assert lines == [
+        result_line("throttled", "alice", "PLAIN", request_id=2),
+        failure_line("throttled", '"alice"', "PLAIN", failures=0, login_failures=0, request_id=2),
+        result_line("bad-password", "alice", "PLAIN"),
+        failure_line("bad-password", '"alice"', "PLAIN"),
+    ]
+
+
+def test_attempt_whose_address_locks_during_its_slot_wait_fails_when_its_slot_comes(
+    store: FakeStore, sock_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An attempt already given a slot, whose address is locked by a failure meanwhile,
+    gets FAIL when its slot comes, its right password unchecked, logged as locked."""
+    in_check = threading.Event()
+    gate = threading.Event()
+    checked: list[str] = []
+    looked_up: list[str] = []
+
+    def counted_lookup(name: str) -> Credentials | None:
+        looked_up.append(name)
+        return store.lookup(name)
+
+    def gated_verify(password_hash: str, password: str) -> bool:
+        checked.append(password)
+        if password == "b":
+            in_check.set()
+            gate.wait(LINE_TIMEOUT)
+        return store.verify(password_hash, password)
+
+    async def body() -> None:
+        throttle = Throttle(
+            throttle_after=1, throttle_interval=2.0, lockout_after=2, lockout_seconds=60
+        )
+        async with running(
+            store, sock_dir, lookup=counted_lookup, verify=gated_verify, throttle=throttle
+        ) as (_, connect):
+            client = await connect()
+            await converse(
+                client, [(auth("PLAIN", plain("alice", "a")), f"FAIL\t1\tuser=alice\t{FAIL}")]
+            )
+            loop = asyncio.get_running_loop()
+            try:
+                # 2 takes the slot of now and is being checked; 3 gets the slot 2 s later.
+                await client.send(auth("PLAIN", plain("alice", "b"), request_id=2))
+                assert await loop.run_in_executor(None, in_check.wait, LINE_TIMEOUT)
+                started = loop.time()
+                await client.send(auth("PLAIN", plain("alice", "secret"), request_id=3))
+                while len(looked_up) < 3 and loop.time() - started < LINE_TIMEOUT:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+            finally:
+                gate.set()  # 2 fails: the address is locked before 3's slot
+            assert await client.readline() == f"FAIL\t2\tuser=alice\t{FAIL}"
+            assert await client.readline() == f"FAIL\t3\tuser=alice\t{FAIL}"
+            assert loop.time() - started >= 1.5
+            assert checked == ["a", "b"]
+
+    try:
+        with auth_log(caplog) as lines:
+            run(body())
+    finally:
+        gate.set()
+    assert lines[-2:] == [
+        result_line("locked", "alice", "PLAIN", request_id=3),
+        failure_line(
+            "locked", '"alice"', "PLAIN", failures=2, login_failures=2, locked=True, request_id=3
+        ),
+    ]
+
+
+def test_lines_after_a_refused_auth_on_a_stopping_daemon_are_not_read(
+    store: FakeStore, sock_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once a connection is closed for an AUTH during shutdown, the lines that came with
+    it are dropped, not handled on the closed connection."""
+
+    async def body() -> None:
+        server, path, task = await serving(store, sock_dir, failure_delay=0.5)
+        busy = await connected(path)
+        idle = await connected(path)
+        await busy.send(auth("PLAIN", plain("alice", "wrong")))
+        await asyncio.sleep(0.05)
+        stopper = asyncio.create_task(server.stop())
+        await asyncio.sleep(0.05)
+        assert server.stopping
+        lines = [auth("PLAIN", plain("alice", "secret"), request_id=n) for n in (1, 2, 3)]
+        await idle.send("\n".join(lines))
+        await idle.assert_closed()
+        await stopper
+        await task
+        await busy.close()
+        await idle.close()
+
+    with auth_log(caplog) as lines:
+        run(body())
+    assert [line for line in lines if line.startswith("cuid=2:")] == [
+        "cuid=2: shutting down, closing instead of a new AUTH"
+    ]
+
+
+def test_closed_connections_are_not_kept(store: FakeStore, sock_dir: str) -> None:
+    """A long-running daemon keeps nothing of the connections Postfix has closed (no leak
+    as smtpd processes come and go)."""
+
+    def alive() -> int:
+        gc.collect()
+        return sum(isinstance(o, server_module._Connection) for o in gc.get_objects())
+
+    async def body() -> None:
+        before = alive()  # whatever earlier tests left for the collector
+        async with running(store, sock_dir) as (_, connect):
+            clients = [await connect() for _ in range(20)]
+            for client in clients:
+                await client.handshake()
+            assert alive() == before + 20
+            for client in clients:
+                await client.close()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while alive() > before and loop.time() - started < LINE_TIMEOUT:
+                await asyncio.sleep(0.05)
+            assert alive() == before
+
+    run(body())
+
+
+def test_debug_lines_of_a_reset_connection_and_of_one_left_with_a_request_in_flight(
+    store: FakeStore, sock_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At debug level a connection reset by its client is logged with the error, and a
+    client that leaves while its request waits for its FAIL is still logged as gone."""
+
+    async def body() -> None:
+        async with running(store, sock_dir, failure_delay=2.0) as (_, connect):
+            # Closing with the handshake unread makes the kernel reset the connection.
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as rude:
+                rude.connect(os.path.join(sock_dir, "auth"))
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)
+            leaving = await connect()
+            await leaving.handshake()
+            await leaving.send(auth("PLAIN", plain("alice", "wrong")))
+            await asyncio.sleep(0.2)
+            await leaving.close()
+            await asyncio.sleep(0.2)
+
+    with auth_log(caplog, logging.DEBUG) as lines:
+        run(body())
+    assert lines[:2] == [
+        "cuid=1: client connected",
+        "cuid=1: connection error: [Errno 104] Connection reset by peer",
+    ]
+    assert lines[2:4] == ["cuid=1: client disconnected", "cuid=2: client connected"]
+    assert lines[-1] == "cuid=2: client disconnected"
+
+
+def test_stopping_abandons_queued_lookups(store: FakeStore, sock_dir: str) -> None:
+    """A stopped daemon returns at once and looks up no login still queued for a lookup thread."""
+    started_lookups = threading.Event()
+    lookups: list[str] = []
+
+    def slow_lookup(name: str) -> Credentials | None:
+        lookups.append(name)
+        started_lookups.set()
+        time.sleep(0.6)
+        return store.lookup(name)
+
+    async def body() -> None:
+        server = AuthServer(slow_lookup, store.verify, DUMMY_HASH)
+        path = os.path.join(sock_dir, "auth")
+        task = asyncio.create_task(server.serve_unix(path))
+        await server.wait_serving()
+        client = await connected(path)
+        for request_id in (1, 2, 3, 4):
+            await client.send(auth("PLAIN", plain("alice", "secret"), request_id=request_id))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, started_lookups.wait, LINE_TIMEOUT)
+        await asyncio.sleep(0.05)
+        began = loop.time()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert loop.time() - began < 0.4
+        await client.close()
+        await asyncio.sleep(1.0)
+
+    run(body())
+    assert len(lookups) == 2  # the two lookup threads' first; the queued two never ran
+
+
+def test_socket_mode_defaults_to_owner_and_group(store: FakeStore, sock_dir: str) -> None:
+    """Without a mode the socket is made rw for owner and group only (0660), as Postfix needs."""
+
+    async def body() -> None:
+        server, path, task = await serving(store, sock_dir)
+        assert oct(os.stat(path).st_mode & 0o7777) == oct(0o660)
+        await server.stop()
+        await task
+
+    run(body())
