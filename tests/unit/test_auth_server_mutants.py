@@ -814,20 +814,43 @@ def test_regular_file_message(store: FakeStore, sock_dir: str) -> None:
     run(body())
 
 
+async def stopping_with_one_busy(
+    store: FakeStore, sock_dir: str
+) -> tuple[asyncio.Task[None], Client, Client, asyncio.Task[None]]:
+    """A daemon told to stop while one connection (cuid 1) has a failing AUTH in its
+    failure delay and another (cuid 2) is idle: the daemon's task, the two clients and
+    the stop() task."""
+    server, path, task = await serving(store, sock_dir, failure_delay=0.5)
+    busy = await connected(path)
+    idle = await connected(path)
+    await busy.send(auth("PLAIN", plain("alice", "wrong")))
+    await asyncio.sleep(0.05)
+    stopper = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.05)
+    assert server.stopping
+    return task, busy, idle, stopper
+
+
+async def cancelled_at_once(task: asyncio.Task[None], client: Client) -> None:
+    """Cancelling the daemon's task ends it within 0.4 s, checks in flight or not; then
+    the client goes and the threads get a second to finish."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert loop.time() - began < 0.4
+    await client.close()
+    await asyncio.sleep(1.0)
+
+
 def test_shutdown_closes_idle_connections_and_refuses_new_auth(
     store: FakeStore, sock_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """On stop, an AUTH arriving meanwhile is answered by closing (Postfix says 454 and retries)."""
 
     async def body() -> None:
-        server, path, task = await serving(store, sock_dir, failure_delay=0.5)
-        busy = await connected(path)
-        idle = await connected(path)
-        await busy.send(auth("PLAIN", plain("alice", "wrong")))
-        await asyncio.sleep(0.05)
-        stopper = asyncio.create_task(server.stop())
-        await asyncio.sleep(0.05)
-        assert server.stopping
+        task, busy, idle, stopper = await stopping_with_one_busy(store, sock_dir)
         await idle.send(auth("PLAIN", plain("alice", "secret")))
         await idle.assert_closed()
         assert await busy.readline() == f"FAIL\t1\tuser=alice\t{FAIL}"
@@ -1066,14 +1089,7 @@ def test_stopping_abandons_queued_password_checks(store: FakeStore, sock_dir: st
         for request_id in (1, 2, 3):
             await client.send(auth("PLAIN", plain("alice", "secret"), request_id=request_id))
         await asyncio.get_running_loop().run_in_executor(None, started_checks.wait, LINE_TIMEOUT)
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert loop.time() - began < 0.4
-        await client.close()
-        await asyncio.sleep(1.0)
+        await cancelled_at_once(task, client)
 
     run(body())
     assert store.verify_calls == 1
@@ -1290,14 +1306,7 @@ def test_lines_after_a_refused_auth_on_a_stopping_daemon_are_not_read(
     it are dropped, not handled on the closed connection."""
 
     async def body() -> None:
-        server, path, task = await serving(store, sock_dir, failure_delay=0.5)
-        busy = await connected(path)
-        idle = await connected(path)
-        await busy.send(auth("PLAIN", plain("alice", "wrong")))
-        await asyncio.sleep(0.05)
-        stopper = asyncio.create_task(server.stop())
-        await asyncio.sleep(0.05)
-        assert server.stopping
+        task, busy, idle, stopper = await stopping_with_one_busy(store, sock_dir)
         lines = [auth("PLAIN", plain("alice", "secret"), request_id=n) for n in (1, 2, 3)]
         await idle.send("\n".join(lines))
         await idle.assert_closed()
@@ -1391,13 +1400,7 @@ def test_stopping_abandons_queued_lookups(store: FakeStore, sock_dir: str) -> No
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, started_lookups.wait, LINE_TIMEOUT)
         await asyncio.sleep(0.05)
-        began = loop.time()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert loop.time() - began < 0.4
-        await client.close()
-        await asyncio.sleep(1.0)
+        await cancelled_at_once(task, client)
 
     run(body())
     assert len(lookups) == 2  # the two lookup threads' first; the queued two never ran

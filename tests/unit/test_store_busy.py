@@ -200,3 +200,13 @@ def test_zero_retry_seconds_waits_only_the_busy_timeout(tmp_path: Path) -> None:
             store.record_message(_message(1))
         took = time.monotonic() - started
     assert 0.15 < took < 0.7, took
+
+
+def seconds_to_give_up(store: Store, hold: float) -> float:
+    """How long recording a message takes to fail with "database is locked" while
+    another process holds the write lock for ``hold`` seconds."""
+    with locked(store, hold):
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="database is locked"):
+            store.record_message(_message(1))
+        return time.monotonic() - started
