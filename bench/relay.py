@@ -287,6 +287,9 @@ def start_bench(
     extra = (
         f"127.0.0.1:{plain_port} inet n - n - - smtpd -o smtpd_sender_restrictions="
         " -o smtpd_relay_restrictions=permit_mynetworks,reject -o mynetworks=127.0.0.0/8"
+        # TLS is set per listener (the instance's main.cf leaves smtpd without it).
+        " -o smtpd_tls_security_level=may -o smtpd_tls_cert_file=$smtpeter_tls_cert_file"
+        " -o smtpd_tls_key_file=$smtpeter_tls_key_file"
         if plain_port is not None
         else ""
     )
