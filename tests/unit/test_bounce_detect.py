@@ -488,3 +488,44 @@ def test_a_listing_needs_a_bounce_and_lone_addresses() -> None:
         b"Please write to help@example.org for assistance.\n"
     )
     assert detect(prose).failures == ()
+
+
+BOUNCE_HEAD = "From: MAILER-DAEMON@mx.example.net\nSubject: Undeliverable mail\n\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("User's mailbox is full: <ann@example.net>\nUnable to deliver mail.\n",
+         [("ann@example.net", "unknown", None)]),
+        ("Sent <<< RCPT TO:<bob@example.be>\nReceived >>> 550 5.1.1 unknown user.\n"
+         "Unable to deliver message to <bob@example.be>\n",
+         [("bob@example.be", "hard", "5.1.1")]),
+        ("carl@example.net - no such user here.\n", [("carl@example.net", "unknown", None)]),
+        (" Local mailbox dora@example.ru is unavailable: user not found\n",
+         [("dora@example.ru", "unknown", None)]),
+        ("The following message, addressed to 'eve@example.uk', failed because it has not"
+         " been collected after 30 days\n", [("eve@example.uk", "unknown", None)]),
+    ],
+    ids=["mailbox-full", "rcpt-then-reply", "mdaemon", "mail-ru", "quoted"],
+)  # fmt: skip
+def test_one_line_phrases(body: str, expected: list[tuple[str, str, str | None]]) -> None:
+    """The address and the phrase on one line, no code: read, the kind left to the
+    reason (or taken from the refusal on the next line)."""
+    report = detect((BOUNCE_HEAD + body).encode())
+    assert report.detector == "phrases"
+    assert [(f.recipient, f.kind, f.status) for f in report.failures] == expected
+
+
+def test_one_line_phrases_need_a_bounce() -> None:
+    """The same phrase in a person's mail is no bounce."""
+    raw = b"From: Ann <ann@example.org>\nSubject: hi\n\nIntended recipient: bob@example.org\n"
+    assert detect(raw).failures == ()
+
+
+def test_a_reason_run_on_into_the_domain_is_cut_off() -> None:
+    """Sendmail-style "addr...User unknown" without a space gives the address, not
+    "addr...user" (which the processor would drop as never sent to)."""
+    raw = (BOUNCE_HEAD + "\t* [sub@earthlink.example]: 550 sub@earthlink.example...User"
+           " account is overquota\n").encode()  # fmt: skip
+    assert [f.recipient for f in detect(raw).failures] == ["sub@earthlink.example"]

@@ -17,6 +17,7 @@ Detectors run in order and the first that yields wins:
    report carries the replier's address with kind ``autoreply``.
 4. ``generic``: in a message whose sender or subject says it is a bounce, lines
    holding a 5xx SMTP reply and an address.
+5. ``phrases``: the address and a failure phrase on one line, with no code.
 
 Every detector is conservative: a false bounce would count a good address as dead,
 so when a format is not understood the answer is no failures. Text inside the
@@ -55,6 +56,7 @@ from smtpeter.bounces.detectors import (
     generic,
     gmail,
     listing,
+    phrases,
     postfix,
     qmail,
     qmail_like,
@@ -133,4 +135,7 @@ def _detect(raw: bytes) -> Report:
         found = generic.detect(msg)
         if found:
             return Report(_unique(found), msg.is_report, "generic", original)
+    found = phrases.detect(msg)
+    if found:
+        return Report(_unique(found), msg.is_report, "phrases", original)
     return NOTHING

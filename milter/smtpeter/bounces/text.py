@@ -66,7 +66,9 @@ def address(value: str) -> str | None:
     if not re.fullmatch(ADDR, value):
         return None
     local, _, domain = value.rpartition("@")
-    domain = domain.rstrip(".").lower()
+    # A domain never holds "..": in Sendmail's "addr... User unknown" style the reason
+    # runs on into it when written without a space.
+    domain = domain.split("..", 1)[0].rstrip(".").lower()
     if not local or not domain or domain.startswith("."):
         return None
     return f"{local}@{domain}"
