@@ -529,3 +529,35 @@ def test_a_reason_run_on_into_the_domain_is_cut_off() -> None:
     raw = (BOUNCE_HEAD + "\t* [sub@earthlink.example]: 550 sub@earthlink.example...User"
            " account is overquota\n").encode()  # fmt: skip
     assert [f.recipient for f in detect(raw).failures] == ["sub@earthlink.example"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Exim
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent could not be delivered to one or more of its\n"
+        "recipients. This is a permanent error. The following address(es) failed:\n\n"
+        "  real@mail.example.net\n    (generated from alias@example.org)\n"
+        "    550 5.1.1 <real@mail.example.net>: User unknown\n",
+        # Postfix, pre-DSN
+        "This is the mail system at host mx.example.org.\n\n"
+        "<real@mail.example.net> (expanded from <alias@example.org>): host\n"
+        "    mail.example.net[192.0.2.5] said: 550 5.1.1 User unknown\n",
+        # Sendmail, pre-DSN
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        "<real@mail.example.net>\n    (reason: 550 5.1.1 User unknown)\n"
+        "    (expanded from: <alias@example.org>)\n",
+    ],
+    ids=["exim", "postfix", "sendmail"],
+)
+def test_the_alias_a_failed_address_was_expanded_from_is_kept(body: str) -> None:
+    """A bounce of an alias's target names the alias too: it is kept as the original,
+    the address the message was sent to."""
+    raw = (BOUNCE_HEAD + body).encode()
+    [failure] = detect(raw).failures
+    assert (failure.recipient, failure.original, failure.kind) == (
+        "real@mail.example.net",
+        "alias@example.org",
+        "hard",
+    )

@@ -225,8 +225,9 @@ SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
               "------ This is a copy of the message, including all the headers. ------\n\n"
               "  zed@example.org\n    550 5.1.1 quoted\n"),
         "exim",
+        # The "(generated from ...)" line names the alias (Failure.original), not a reason.
         [("jo@example.net", "5.1.1", "hard",
-          "(generated from info@example.org) host mx.example.net [192.0.2.40] SMTP error from "
+          "host mx.example.net [192.0.2.40] SMTP error from "
           "remote mail server after RCPT TO:<jo@example.net>: 550 5.1.1 unknown",
           None, "mx.example.net"),
          ("kit@example.net", None, "soft", "mailbox is full: retry timeout exceeded", None, None),

@@ -336,3 +336,27 @@ def test_login_create_and_set_take_the_policy(tmp_path: Path, store: Store) -> N
     wrong = run(conf, "login", "set", "news", "--suppression", "sometimes")
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
     assert dataclasses.replace(Login("x", "y")).suppression == "refuse"
+
+
+def test_a_bounce_of_an_alias_target_counts_for_the_alias_the_message_went_to(
+    tmp_path: Path, store: Store
+) -> None:
+    """Exim names the alias's target and "(generated from alias)": the bounce is the
+    alias's, not dropped as a stranger, and the alias is what gets suppressed."""
+    cfg = make_config(tmp_path, tmp_path / "no-sendmail", forward=False)
+    add_message(store, "alias0message000", ("alias@example.org",), "alice")
+    raw = (
+        b"From: Mail Delivery System <Mailer-Daemon@mx.example.org>\n"
+        b"Subject: Mail delivery failed: returning message to sender\n"
+        b"Date: Wed, 15 May 2024 12:00:00 +0200\n\n"
+        b"This message was created automatically by mail delivery software.\n\n"
+        b"A message that you sent could not be delivered to one or more of its\n"
+        b"recipients. This is a permanent error. The following address(es) failed:\n\n"
+        b"  real@mail.example.net\n    (generated from alias@example.org)\n"
+        b"    550 5.1.1 <real@mail.example.net>: User unknown\n"
+    )
+    assert process(raw, path_for(store, cfg, "alias0message000"), cfg, store=store).status == 0
+    [event] = store.events(message="alias0message000", type="bounce")
+    assert (event.recipient, event.detail["kind"]) == ("alias@example.org", "hard")
+    assert store.suppression("alice", "alias@example.org") is not None
+    assert store.suppression("alice", "real@mail.example.net") is None

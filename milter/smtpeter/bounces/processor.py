@@ -232,6 +232,9 @@ def _sent_to(report: Report, message: MessageRecord) -> tuple[Report, list[str]]
     for failure in report.failures:
         if failure.kind == "autoreply" or failure.recipient.lower() in recipients:
             kept.append(failure)
+        elif failure.original is not None and failure.original.lower() in recipients:
+            # An alias we sent to, expanded on the way: the bounce is the alias's.
+            kept.append(replace(failure, recipient=failure.original))
         else:
             strangers.append(failure.recipient)
     return replace(report, failures=tuple(kept)), strangers

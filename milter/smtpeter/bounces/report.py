@@ -33,6 +33,10 @@ class Failure:
     """The remote reason as reported, unfolded, e.g. ``smtp; 550 5.1.1 ...``."""
     reporting_mta: str | None
     remote_mta: str | None
+    original: str | None = None
+    """The address the failed one was expanded from, when the report says so (an
+    alias: Exim's "(generated from X)", Postfix's and Sendmail's "(expanded from X)");
+    it is the one the message was sent to."""
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def angle_paragraphs(
 ) -> list[Failure]:
     """Failures from paragraphs that start ``<addr>: reason`` (qmail, Yahoo, Postfix)."""
     failures: list[Failure] = []
-    head = re.compile(r"^<([^<>\s]+)>(?:\s*\(expanded from <[^<>]*>\))?:\s*(.*)$")
+    head = re.compile(r"^<([^<>\s]+)>(?:\s*\(expanded from:? <?([^<>\s]*)>?\))?:\s*(.*)$")
     for para in paragraphs(section):
         m = head.match(para[0].strip())
         if not m:
@@ -189,7 +189,8 @@ def angle_paragraphs(
         recipient = address(m.group(1))
         if recipient is None:
             continue
-        reason = " ".join([m.group(2), *(line.strip() for line in para[1:])]).strip()
+        original = address(m.group(2)) if m.group(2) else None
+        reason = " ".join([m.group(3), *(line.strip() for line in para[1:])]).strip()
         status = status_of(reason)
         if status is not None and status[0] == "2":
             continue  # a success report (Postfix's "delivery via ...: 250 2.0.0 Ok")
@@ -204,14 +205,21 @@ def angle_paragraphs(
                 clip(reason),
                 reporting,
                 remote,
+                original,
             )
         )
     return failures
 
 
-def text_failure(recipient: str, reason: str | None, kind: Kind, remote: str | None) -> Failure:
+def text_failure(
+    recipient: str,
+    reason: str | None,
+    kind: Kind,
+    remote: str | None,
+    original: str | None = None,
+) -> Failure:
     """A failure read from a plain-text bounce: the status comes from the reason, and
     the kind from the status (or the section's kind) unless the section is a delay."""
     status = status_of(reason)
     final = kind if kind == "delay" else failed_kind(status, kind, reason)
-    return Failure(recipient, status, final, clip(reason), None, remote)
+    return Failure(recipient, status, final, clip(reason), None, remote, original)

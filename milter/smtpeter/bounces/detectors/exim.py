@@ -45,20 +45,36 @@ def detect(msg: BounceMessage) -> list[Failure]:
         r"^No action is required",
     )
     failures: list[Failure] = []
-    entries: list[tuple[str, list[str]]] = []
+    # (address, reason lines, the alias it was generated from)
+    entries: list[tuple[str, list[str], list[str]]] = []
     for line in section.split("\n"):
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
+        generated = _GENERATED.match(line)
         # Some Exim builds end the address line with a colon.
         if indent <= 2 and (addr := address(line.strip().removesuffix(":"))):
-            entries.append((addr, []))
+            entries.append((addr, [], []))
+        elif generated and entries:
+            if alias := address(generated.group(1)):
+                entries[-1][2].append(alias)
         elif indent > 2 and entries:
             entries[-1][1].append(line.strip())
         elif indent <= 2 and not line.strip().startswith("("):
             break  # prose we do not know ends the list; "(generated from ...)" does not
-    for recipient, lines in entries:
+    for recipient, lines, aliases in entries:
         reason = " ".join(lines)
         remote = re.search(r"\bhost ([^\s\[]+) \[", reason)
-        failures.append(text_failure(recipient, reason, kind, remote.group(1) if remote else None))
+        failures.append(
+            text_failure(
+                recipient,
+                reason,
+                kind,
+                remote.group(1) if remote else None,
+                next(iter(aliases), None),
+            )
+        )
     return failures
+
+
+_GENERATED = re.compile(r"^\s*\(generated from ([^)\s]+)\)\s*$")

@@ -27,16 +27,22 @@ def detect(msg: BounceMessage) -> list[Failure]:
         kind: Kind = "hard" if section.group(1).startswith("permanent") else "delay"
         current: str | None = None
         reasons: dict[str, str] = {}
+        aliases: dict[str, str] = {}
         order: list[str] = []
         for line in lines_after(text, section.end()):
             stripped = line.strip()
             if (m := re.match(r"\(reason: (.*)\)$", stripped)) and current:
                 reasons[current] = m.group(1)
+            elif (m := re.match(r"\(expanded from:? (.*)\)$", stripped)) and current:
+                if alias := address(m.group(1)):
+                    aliases[current] = alias
             elif not line[0].isspace() and (addr := address(stripped)):
                 current = addr
                 order.append(addr)
         failures += [
-            text_failure(r, reasons.get(r), kind, remote.group(1) if remote else None)
+            text_failure(
+                r, reasons.get(r), kind, remote.group(1) if remote else None, aliases.get(r)
+            )
             for r in order
         ]
     return failures
