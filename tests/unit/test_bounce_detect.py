@@ -561,3 +561,29 @@ def test_the_alias_a_failed_address_was_expanded_from_is_kept(body: str) -> None
         "alias@example.org",
         "hard",
     )
+
+
+def test_office_365_address_with_its_mailto_link() -> None:
+    """Office 365's text part writes "addr<mailto:addr>": the address is read."""
+    raw = (
+        BOUNCE_HEAD + "Delivery has failed to these recipients or groups:\n\n"
+        "ann@contoso.example<mailto:ann@contoso.example>\n"
+        "The email address you entered couldn't be found.\n\n"
+        "Diagnostic information for administrators:\n\nGenerating server: BN1PR.example\n\n"
+        "ann@contoso.example\nRemote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound'\n"
+    ).encode()
+    [failure] = detect(raw).failures
+    assert (failure.recipient, failure.status, failure.kind) == (
+        "ann@contoso.example", "5.1.10", "hard",
+    )  # fmt: skip
+
+
+def test_a_dsn_recipient_without_a_domain_is_kept_as_its_local_part() -> None:
+    """ "rfc822; dave" (a local delivery's report) gives "dave", for the processor to
+    match against the message's recipients; a non-rfc822 type gives nothing."""
+    report = dsn("Reporting-MTA: dns; mx.example.org\n\n"
+                 "Final-Recipient: rfc822; dave\nAction: failed\nStatus: 5.1.1\n")  # fmt: skip
+    assert [(f.recipient, f.kind) for f in detect(report).failures] == [("dave", "hard")]
+    x400 = dsn("Reporting-MTA: dns; mx.example.org\n\n"
+               "Final-Recipient: x400; dave\nAction: failed\nStatus: 5.1.1\n")  # fmt: skip
+    assert detect(x400).failures == ()

@@ -360,3 +360,20 @@ def test_a_bounce_of_an_alias_target_counts_for_the_alias_the_message_went_to(
     assert (event.recipient, event.detail["kind"]) == ("alias@example.org", "hard")
     assert store.suppression("alice", "alias@example.org") is not None
     assert store.suppression("alice", "real@mail.example.net") is None
+
+
+def test_a_recipient_reported_without_a_domain_is_the_messages_one_of_that_name(
+    tmp_path: Path, store: Store
+) -> None:
+    """A DSN naming "dave" alone counts for dave@example.org, the message's recipient;
+    with two recipients of that name it is dropped as unknown."""
+    cfg = make_config(tmp_path, tmp_path / "no-sendmail", forward=False)
+    add_message(store, "dave0message0000", ("dave@example.org", "erin@example.org"), "alice")
+    add_message(store, "two0daves0000000", ("dave@example.org", "dave@example.net"), "alice")
+    raw = dsn("Reporting-MTA: dns; mx.example.org\n\n"
+              "Final-Recipient: rfc822; dave\nAction: failed\nStatus: 5.1.1\n")  # fmt: skip
+    for uid in ("dave0message0000", "two0daves0000000"):
+        assert process(raw, path_for(store, cfg, uid), cfg, store=store).status == EX_OK
+    [event] = store.events(message="dave0message0000", type="bounce")
+    assert event.recipient == "dave@example.org"
+    assert store.events(message="two0daves0000000") == []

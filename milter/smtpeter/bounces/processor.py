@@ -230,6 +230,11 @@ def _sent_to(report: Report, message: MessageRecord) -> tuple[Report, list[str]]
     kept: list[Failure] = []
     strangers: list[str] = []
     for failure in report.failures:
+        if "@" not in failure.recipient and failure.kind != "autoreply":
+            # Reported without a domain: the message's one recipient of that name.
+            named = [r for r in recipients if r.rpartition("@")[0] == failure.recipient.lower()]
+            if len(named) == 1:
+                failure = replace(failure, recipient=named[0])
         if failure.kind == "autoreply" or failure.recipient.lower() in recipients:
             kept.append(failure)
         elif failure.original is not None and failure.original.lower() in recipients:

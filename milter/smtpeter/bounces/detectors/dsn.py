@@ -56,8 +56,10 @@ def detect(msg: BounceMessage) -> list[Failure] | None:
         message, records = dsn_records(field_blocks(status_text))
         reporting = mta(message.get("reporting-mta"))
         for record in records:
-            recipient = address(record.get("original-recipient", "")) or address(
-                record.get("final-recipient", "")
+            recipient = (
+                address(record.get("original-recipient", ""))
+                or address(record.get("final-recipient", ""))
+                or _local_part(record.get("final-recipient", ""))
             )
             if recipient is None:
                 continue
@@ -107,3 +109,17 @@ def _status_comment(field: str | None) -> str | None:
     writes it without a Diagnostic-Code: the only reason such a report gives."""
     m = re.search(r"\((.+)\)", field or "")
     return clip(m.group(1)) if m else None
+
+
+_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+def _local_part(field: str) -> str | None:
+    """A recipient given without a domain (``rfc822; dave``, as some MTAs report a
+    local delivery): the bare local part, which the bounce processor matches against
+    the message's own recipients."""
+    typ, sep, value = field.partition(";")
+    if sep and typ.strip().lower() != "rfc822":
+        return None
+    value = (value if sep else typ).strip().strip("<>")
+    return value if _LOCAL.fullmatch(value) else None

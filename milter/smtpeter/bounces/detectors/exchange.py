@@ -17,7 +17,8 @@ from smtpeter.bounces.text import (
 )
 
 EXCHANGE_LINE = (
-    re.compile(rf"\s*<?(?:mailto:)?(?P<a>{ADDR})>?\s*(?:\((?:mailto:)?{ADDR}\))?\s*"),
+    # Office 365 also writes "addr<mailto:addr>" (the link of its HTML part as text).
+    re.compile(rf"\s*<?(?:mailto:)?(?P<a>{ADDR})>?\s*(?:[(<](?:mailto:)?{ADDR}[)>])?\s*"),
     re.compile(rf"\s*[^@<>()\n]{{1,80}}?\s*[(<](?:mailto:)?(?P<a>{ADDR})[)>]\s*"),
 )
 
