@@ -587,3 +587,24 @@ def test_a_dsn_recipient_without_a_domain_is_kept_as_its_local_part() -> None:
     x400 = dsn("Reporting-MTA: dns; mx.example.org\n\n"
                "Final-Recipient: x400; dave\nAction: failed\nStatus: 5.1.1\n")  # fmt: skip
     assert detect(x400).failures == ()
+
+
+def test_a_dsn_wrapped_in_a_message_part_is_read() -> None:
+    """A gateway that wraps every message (a disclaimer, then the DSN as a
+    message/rfc822 part) does not hide the DSN; the returned original of a plain bounce
+    is still never read for failures."""
+    inner = dsn(
+        "Reporting-MTA: dns; mx.example.org\n\n"
+        "Final-Recipient: rfc822; fay@example.org\nAction: failed\nStatus: 5.1.1\n"
+    )
+    wrapped = (
+        b"From: gateway@example.org\nSubject: Undelivered Mail\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="w"\n\n--w\nContent-Type: text/plain\n\n'
+        b"This e-mail is confidential.\n--w\nContent-Type: message/rfc822\n\n"
+        + inner
+        + b"\n--w--\n"
+    )
+    report = detect(wrapped)
+    assert (report.detector, [f.recipient for f in report.failures]) == ("dsn", ["fay@example.org"])
+    returned = wrapped.replace(b"multipart/report", b"multipart/mixed")
+    assert detect(returned).failures == ()

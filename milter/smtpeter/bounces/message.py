@@ -132,15 +132,35 @@ def _strip_html(html: str) -> str:
     return "\n".join(line.strip() for line in html.split("\n"))
 
 
+def _is_dsn(msg: Message) -> bool:
+    return msg.get_content_type() == "multipart/report" and str(
+        msg.get_param("report-type", "") or ""
+    ).strip().lower() in ("delivery-status", "global-delivery-status")
+
+
 def parse(raw: bytes) -> BounceMessage:
     data = raw[:MAX_RAW].replace(b"\r\n", b"\n")
     top = email.message_from_bytes(data, policy=email.policy.compat32)
-    ctype = top.get_content_type()
-    report_type = str(top.get_param("report-type", "") or "").strip().lower()
-    is_report = ctype == "multipart/report" and report_type in (
-        "delivery-status",
-        "global-delivery-status",
-    )
+    found = _read(top)
+    if not found.statuses and not found.is_report:
+        # A DSN wrapped whole in a message/rfc822 part (a gateway that adds a
+        # disclaimer to everything): read the DSN, once.
+        for part in _leaves(top):
+            inner = part.get_payload() if part.get_content_type() == "message/rfc822" else None
+            if (
+                isinstance(inner, list)
+                and inner
+                and isinstance(inner[0], Message)
+                and _is_dsn(inner[0])
+            ):
+                wrapped = _read(inner[0])
+                return BounceMessage(top, wrapped.texts, wrapped.statuses,
+                                     wrapped.original_ids, True)  # fmt: skip
+    return found
+
+
+def _read(top: Message) -> BounceMessage:
+    is_report = _is_dsn(top)
     texts: list[str] = []
     html: list[str] = []
     statuses: list[str] = []
