@@ -1416,3 +1416,31 @@ def test_socket_mode_defaults_to_owner_and_group(store: FakeStore, sock_dir: str
         await task
 
     run(body())
+
+
+def test_stop_before_serving_returns_at_once(store: FakeStore) -> None:
+    """A daemon told to stop before it listened (a signal during start-up) does not
+    wait for a listener that never came."""
+
+    async def body() -> None:
+        server = AuthServer(store.lookup, store.verify, DUMMY_HASH)
+        await asyncio.wait_for(server.stop(), 1.0)
+
+    run(body())
+
+
+def test_a_socket_removed_while_serving_still_stops_cleanly(
+    store: FakeStore, sock_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If an admin removed the socket file, stopping still ends the daemon without an
+    error, and says so."""
+
+    async def body() -> None:
+        server, path, task = await serving(store, sock_dir)
+        os.unlink(path)
+        await asyncio.wait_for(server.stop(), LINE_TIMEOUT)
+        await asyncio.wait_for(task, LINE_TIMEOUT)  # raises if serve_unix did
+
+    with caplog.at_level(logging.INFO, logger="smtpeter.auth"):
+        run(body())
+    assert "auth daemon stopped" in [r.getMessage() for r in caplog.records]
