@@ -19,6 +19,7 @@ others of the message. ``smtpeter suppressions remove`` clears an entry.
 
 from __future__ import annotations
 
+from smtpeter import addresses
 from smtpeter.events import Event
 from smtpeter.relay.headers import printable
 from smtpeter.store import Store, Suppression
@@ -50,7 +51,7 @@ def apply(store: Store, login: str, events: list[Event], soft_limit: int) -> lis
         if why is not None and store.suppress(
             login, address, why, status=status, message_uid=event.message_uid
         ):
-            added.append(f"{address.lower()} ({why})")
+            added.append(f"{addresses.key(address)} ({why})")
     return added
 
 

@@ -19,7 +19,8 @@ BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 
 NONE = Report((), False, "none", None)
 
-# file: (detector, is_dsn, original Message-ID, [(recipient, kind, status), ...])
+# file: (detector, is_dsn, original Message-ID, [(recipient, kind, status), ...]); the
+# kind is the final one, judged by the reason (a 5.2.2 full mailbox is soft).
 Expected = tuple[str, bool, str | None, list[tuple[str, str, str | None]]]
 TABLE: dict[str, Expected] = {
     "postfix-dsn-hard.eml": ("dsn", True, "<newsletter-42.1@news.example.com>",
@@ -31,7 +32,7 @@ TABLE: dict[str, Expected] = {
     "exim-dsn.eml": ("dsn", True, "<newsletter-42.4@news.example.com>",
                      [("gone@example.org", "hard", "5.1.1")]),
     "exim-plain.eml": ("exim", False, "<newsletter-42.5@news.example.com>",
-                       [("carol@example.net", "hard", "5.2.1"),
+                       [("carol@example.net", "soft", "5.2.1"),
                         ("dave@down.example.net", "soft", None)]),
     "exim-delay.eml": ("exim", False, None, [("erin@busy.example.net", "delay", "4.2.2")]),
     "qmail.eml": ("qmail", False, "<newsletter-42.6@news.example.com>",
@@ -62,7 +63,7 @@ TABLE: dict[str, Expected] = {
                        [("j\u00f6rg@b\u00fccher.example", "hard", "5.1.1")]),
     "exchange-plain.eml": ("exchange", False, "<newsletter-42.18@news.example.com>",
                            [("nina.patel@tailspin.example", "hard", "5.1.1"),
-                            ("oscar@tailspin.example", "hard", "5.2.2")]),
+                            ("oscar@tailspin.example", "soft", "5.2.2")]),
     "generic.eml": ("generic", False, "<newsletter-42.19@news.example.com>",
                     [("paul@example.net", "hard", "5.1.1")]),
     "human-reply.eml": ("none", False, None, []),
@@ -74,11 +75,11 @@ TABLE: dict[str, Expected] = {
                          [("tom@contoso.example", "hard", None),
                           ("uma@contoso.example", "hard", None)]),
     "dsn-action-error.eml": ("dsn", True, "<newsletter-42.23@news.example.com>",
-                             [("vic@example.net", "hard", "5.0.0")]),
+                             [("vic@example.net", "soft", "5.0.0")]),
     "exim-wrapped.eml": ("exim", False, "<newsletter-42.24@news.example.com>",
                          [("wendy@example.de", "hard", "5.1.1")]),
     "qmail-like.eml": ("qmail-like", False, "<newsletter-42.25@news.example.com>",
-                       [("xavier@example.net", "unknown", None),
+                       [("xavier@example.net", "soft", None),
                         ("yvonne@example.net", "hard", "5.1.1")]),
     "listing-mailenable.eml": ("listing", False, "<newsletter-42.26@news.example.com>",
                                [("zoe@example.net", "hard", "5.0.0")]),
@@ -133,6 +134,7 @@ def test_dsn_fields_in_detail() -> None:
         "User unknown in local recipient table",
         reporting_mta="relay.example.com",
         remote_mta="mx.example.net",
+        reason="user-unknown",
     )
 
 
@@ -164,9 +166,9 @@ def dsn(status_part: str, *, report: bool = True, headers: str = "") -> bytes:
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1",
          ("a@x.example", "hard", "5.1.1")),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.7.1 (refused)",
-         ("a@x.example", "hard", "5.7.1")),
+         ("a@x.example", "soft", "5.7.1")),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\n"
-         "Diagnostic-Code: smtp; 554 5.7.1 Rejected", ("a@x.example", "hard", "5.7.1")),
+         "Diagnostic-Code: smtp; 554 5.7.1 Rejected", ("a@x.example", "soft", "5.7.1")),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\n"
          "Diagnostic-Code: smtp; 452 Too many recipients", ("a@x.example", "soft", "4.0.0")),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed",
@@ -497,21 +499,22 @@ BOUNCE_HEAD = "From: MAILER-DAEMON@mx.example.net\nSubject: Undeliverable mail\n
     ("body", "expected"),
     [
         ("User's mailbox is full: <ann@example.net>\nUnable to deliver mail.\n",
-         [("ann@example.net", "unknown", None)]),
+         [("ann@example.net", "soft", None)]),
         ("Sent <<< RCPT TO:<bob@example.be>\nReceived >>> 550 5.1.1 unknown user.\n"
          "Unable to deliver message to <bob@example.be>\n",
          [("bob@example.be", "hard", "5.1.1")]),
-        ("carl@example.net - no such user here.\n", [("carl@example.net", "unknown", None)]),
+        ("carl@example.net - no such user here.\n", [("carl@example.net", "hard", None)]),
         (" Local mailbox dora@example.ru is unavailable: user not found\n",
-         [("dora@example.ru", "unknown", None)]),
+         [("dora@example.ru", "hard", None)]),
         ("The following message, addressed to 'eve@example.uk', failed because it has not"
          " been collected after 30 days\n", [("eve@example.uk", "unknown", None)]),
     ],
     ids=["mailbox-full", "rcpt-then-reply", "mdaemon", "mail-ru", "quoted"],
 )  # fmt: skip
 def test_one_line_phrases(body: str, expected: list[tuple[str, str, str | None]]) -> None:
-    """The address and the phrase on one line, no code: read, the kind left to the
-    reason (or taken from the refusal on the next line)."""
+    """The address and the phrase on one line, no code: read, the kind decided by the
+    reason (a full mailbox soft, an unknown user hard; unknown when the phrase names
+    none) or by the refusal on the next line."""
     report = detect((BOUNCE_HEAD + body).encode())
     assert report.detector == "phrases"
     assert [(f.recipient, f.kind, f.status) for f in report.failures] == expected

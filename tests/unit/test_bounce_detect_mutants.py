@@ -30,7 +30,7 @@ FULL: dict[str, list[Row]] = {
     "exchange-plain.eml": [
         ("nina.patel@tailspin.example", "5.1.1", "hard",
          "#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##", "EX01.tailspin.example", None),
-        ("oscar@tailspin.example", "5.2.2", "hard",
+        ("oscar@tailspin.example", "5.2.2", "soft",
          "#550 5.2.2 STOREDRV.Deliver; recipient mailbox is full ##",
          "EX01.tailspin.example", None)],
     "exim-delay.eml": [("erin@busy.example.net", "4.2.2", "delay",
@@ -41,7 +41,7 @@ FULL: dict[str, list[Row]] = {
                       "smtp; 550 5.1.1 <gone@example.org>: mailbox unavailable",
                       "mx.example.org", "mail.example.org")],
     "exim-plain.eml": [
-        ("carol@example.net", "5.2.1", "hard",
+        ("carol@example.net", "5.2.1", "soft",
          "host mail.example.net [192.0.2.40] SMTP error from remote mail server after RCPT "
          "TO:<carol@example.net>: 550 5.2.1 <carol@example.net>: mailbox disabled",
          None, "mail.example.net"),
@@ -168,7 +168,7 @@ SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
               "\n\n<eve@example.net>:\nThis user doesn't have a yahoo.com account\n\n"
               "--- Original message follows.\n\n" + QUOTED),
         "yahoo",
-        [("eve@example.net", None, "unknown", "This user doesn't have a yahoo.com account",
+        [("eve@example.net", None, "hard", "This user doesn't have a yahoo.com account",
           None, None)],
     ),
     "yahoo-below": (
@@ -198,7 +198,7 @@ SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
               "<hal@example.net> (expanded from <list@example.com>): unknown user: \"hal\"\n\n"
               "Reporting-MTA: dns; relay.example.com\n\n" + QUOTED),
         "postfix",
-        [("hal@example.net", None, "unknown", 'unknown user: "hal"', "relay.example.com",
+        [("hal@example.net", None, "hard", 'unknown user: "hal"', "relay.example.com",
           None)],
     ),
     "postfix-content-type": (
@@ -254,7 +254,7 @@ for i, end in enumerate(EXIM_ENDS):
     SAMPLES[f"exim-end-{i}"] = (
         plain(EXIM_HEAD + "\n" + end + "\n  zed@example.org\n    550 5.1.1 quoted\n"),
         "exim",
-        [("mo@example.net", "5.2.1", "hard", "550 5.2.1 disabled", None, None)],
+        [("mo@example.net", "5.2.1", "soft", "550 5.2.1 disabled", None, None)],
     )
 
 SAMPLES.update({
@@ -317,7 +317,7 @@ SAMPLES.update({
               "Original message headers:\n\nTo: vic@example.net\n",
               sender="postmaster@example.org", subject="Undeliverable: news"),
         "exchange",
-        [("uma@example.net", "5.2.2", "hard", "Remote server returned '554 5.2.2 mailbox full'",
+        [("uma@example.net", "5.2.2", "soft", "Remote server returned '554 5.2.2 mailbox full'",
           "EX02.example.org", "mx.example.net")],
     ),
     "exchange-no-diagnostics": (
@@ -487,11 +487,11 @@ def test_a_dsn_without_any_recipient_falls_through_to_the_text() -> None:
     [
         ("Final-Recipient: rfc822; a@x.example\nAction: failed (permanent)\n"
          "Diagnostic-Code: smtp; 550 5.7.1 <a@x.example>; refused",
-         ("a@x.example", "5.7.1", "hard", "smtp; 550 5.7.1 <a@x.example>; refused",
+         ("a@x.example", "5.7.1", "soft", "smtp; 550 5.7.1 <a@x.example>; refused",
           "mx.example.org", None)),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.0.0\n"
          "Diagnostic-Code: X-Exim; 550 refused; code 5.2.2 given later",
-         ("a@x.example", "5.2.2", "hard", "X-Exim; 550 refused; code 5.2.2 given later",
+         ("a@x.example", "5.2.2", "soft", "X-Exim; 550 refused; code 5.2.2 given later",
           "mx.example.org", None)),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.0.0\n"
          "Diagnostic-Code: 550 5.1.1 no type given",
@@ -660,10 +660,10 @@ def test_a_parser_crash_is_logged_with_its_size_and_traceback(
 ) -> None:
     """A message that breaks the parser gives nothing and one warning naming its size."""
     raw = nested(5000)
-    with caplog.at_level(logging.WARNING, logger="smtpeter.bounces.detect"):
+    with caplog.at_level(logging.WARNING, logger="smtpeter.bounce"):
         assert detect(raw) == NONE
     (record,) = caplog.records
-    assert record.getMessage() == f"bounce detection failed on a {len(raw)} byte message"
+    assert record.getMessage() == f"bounce parsing failed on a {len(raw)} byte message"
     assert record.exc_info is not None and record.exc_info[0] is RecursionError
 
 

@@ -167,6 +167,19 @@ def test_the_first_entry_is_kept_and_removing_forgets_the_soft_bounces(store: St
     assert store.count_soft_bounce("alice", "a@example.org", "m3", "mailbox-full") == 1
 
 
+@pytest.mark.parametrize("written", [" <Ann@Example.org> ", "<ann@example.org>", "ANN@EXAMPLE.ORG"])
+def test_an_address_as_pasted_from_a_log_is_the_same_entry(store: Store, written: str) -> None:
+    """Angle brackets, surrounding space and letter case never make a second entry:
+    the list, the lookup at RCPT and removal all find the bare, lower-cased address."""
+    assert store.suppress("alice", written, "user-unknown")
+    assert not store.suppress("alice", "ann@example.org", "complaint")
+    assert [e.address for e in store.suppressions(login="alice")] == ["ann@example.org"]
+    found = store.suppression("alice", "<ANN@example.org>")
+    assert found is not None and found.reason == "user-unknown"
+    assert store.unsuppress("alice", f" <{written.strip().strip('<>')}>")
+    assert store.suppression("alice", "ann@example.org") is None
+
+
 def test_a_login_policy_is_refuse_or_off(store: Store) -> None:
     """New logins refuse by default; anything but refuse or off is refused."""
     created = store.create_login(Login("carol", "x"))

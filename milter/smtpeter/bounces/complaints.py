@@ -18,10 +18,9 @@ import logging
 from dataclasses import dataclass
 from email.message import Message
 
-log = logging.getLogger("smtpeter.bounce")
+from smtpeter.bounces.message import BounceMessage, read
 
-# A feedback report is small: its fields come before the returned message.
-MAX_RAW = 1 << 20
+log = logging.getLogger("smtpeter.bounce")
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,22 @@ def _fields(part: Message) -> Message | None:
 
 def read_complaint(raw: bytes) -> Complaint | None:
     """The complaint in ``raw``, or None when it is no feedback report; never raises."""
+    return complaint_in(read(raw))
+
+
+def complaint_in(parsed: BounceMessage | None) -> Complaint | None:
+    """The complaint in a message :func:`smtpeter.bounces.message.read` parsed (the
+    bounce processor parses each message once); never raises."""
+    if parsed is None:
+        return None
     try:
-        return _read(raw[:MAX_RAW])
+        return _read(parsed.top)
     except Exception:  # a bad message must never stop the bounce processor
-        log.warning("feedback report parsing failed on a %d byte message", len(raw), exc_info=True)
+        log.warning("feedback report reading failed", exc_info=True)
         return None
 
 
-def _read(raw: bytes) -> Complaint | None:
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+def _read(msg: Message) -> Complaint | None:
     if msg.get_content_type() != "multipart/report":
         return None
     if (msg.get_param("report-type") or "").lower() != "feedback-report":  # type: ignore[union-attr]

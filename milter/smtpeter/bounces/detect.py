@@ -24,12 +24,14 @@ so when a format is not understood the answer is no failures. Text inside the
 returned original message is never read for failures (it may itself quote SMTP
 replies), only for its Message-ID.
 
-How a failed recipient is classified: a permanent status (5.x.x, or a 5xx reply)
-is ``hard``; a transient one (4.x.x or 4xx) that ended the delivery attempt, such
-as a 4xx that expired in the queue, is ``soft``; without a status, ``hard`` only
-when the format itself says the error is permanent (qmail, Exim, Sendmail), ``soft``
-when the text says the message expired, else ``unknown``. A delay notice is
-``delay`` whatever its status.
+How a failed recipient is classified: first by its detector, a permanent status
+(5.x.x, or a 5xx reply) ``hard``, a transient one (4.x.x or 4xx) that ended the
+delivery attempt, such as a 4xx that expired in the queue, ``soft``; without a
+status, ``hard`` only when the format itself says the error is permanent (qmail,
+Exim, Sendmail), ``soft`` when the text says the message expired, else ``unknown``.
+Then by its reason (:func:`smtpeter.bounces.reasons.judge`), which has the last
+word: a full mailbox is soft even with a 5.x.x code, an unknown user hard. A delay
+notice is ``delay`` whatever its status.
 
 Nothing here raises: bad input of any kind gives ``Report((), False, "none", None)``.
 
@@ -37,8 +39,9 @@ Layout, one concern a module (as flufl.bounce has one detector a module):
 ``report.py`` (Failure, Report, limits), ``message.py`` (the parsed bounce: its
 headers and the text of its own parts), ``text.py`` (status codes, addresses, field
 blocks, paragraphs), ``detectors/<format>.py`` (one ``detect(msg)`` each), and this
-module, which runs them in order. Judging a failure hard or soft by its reason is
-``reasons.py``'s; feedback reports are ``complaints.py``'s.
+module, which runs them in order and has every failure judged by its reason
+(``reasons.py``: the kind it reports is that judgement). Feedback reports are
+``complaints.py``'s, read from the same parsed message (:func:`read`).
 """
 
 from __future__ import annotations
@@ -64,11 +67,21 @@ from smtpeter.bounces.detectors import (
     smtp32,
     yahoo,
 )
-from smtpeter.bounces.message import BounceMessage, parse
+from smtpeter.bounces.message import BounceMessage, read
+from smtpeter.bounces.reasons import judge
 from smtpeter.bounces.report import MAX_DIAGNOSTIC, MAX_FAILURES, NOTHING, Failure, Kind, Report
 from smtpeter.bounces.text import field_blocks, message_id
 
-__all__ = ["MAX_DIAGNOSTIC", "Failure", "Kind", "Report", "detect"]
+__all__ = [
+    "MAX_DIAGNOSTIC",
+    "BounceMessage",
+    "Failure",
+    "Kind",
+    "Report",
+    "detect",
+    "detect_in",
+    "read",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +102,18 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
 
 def detect(raw: bytes) -> Report:
     """Read a bounce, delay notice or auto-reply; never raises."""
+    return detect_in(read(raw))
+
+
+def detect_in(msg: BounceMessage | None) -> Report:
+    """:func:`detect` on a message :func:`read` parsed; never raises."""
+    if msg is None:
+        return NOTHING
     try:
-        return _detect(raw)
+        return _detect(msg)
     except Exception:  # a bad message must never stop the bounce processor
-        log.warning("bounce detection failed on a %d byte message", len(raw), exc_info=True)
+        log.warning("bounce detection failed on a message from %r", msg.header("from"),
+                    exc_info=True)  # fmt: skip
         return NOTHING
 
 
@@ -108,17 +129,15 @@ def _original_id(msg: BounceMessage) -> str | None:
 
 
 def _unique(failures: list[Failure]) -> tuple[Failure, ...]:
-    """One failure per recipient (the first reported), at most MAX_FAILURES."""
+    """One failure per recipient (the first reported), at most MAX_FAILURES, each
+    judged by its reason."""
     seen: dict[str, Failure] = {}
     for failure in failures:
         seen.setdefault(failure.recipient, failure)
-    return tuple(seen.values())[:MAX_FAILURES]
+    return tuple(judge(f) for f in list(seen.values())[:MAX_FAILURES])
 
 
-def _detect(raw: bytes) -> Report:
-    if not raw or not raw.strip():
-        return NOTHING
-    msg = parse(raw)
+def _detect(msg: BounceMessage) -> Report:
     original = _original_id(msg)
     failures = dsn.detect(msg)
     if failures is not None:

@@ -10,6 +10,7 @@ import contextlib
 import email
 import email.policy
 import io
+import logging
 import quopri
 import re
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ from email.message import Message
 
 from smtpeter.bounces.report import MAX_DEPTH, MAX_PARTS, MAX_RAW, MAX_TEXT
 from smtpeter.bounces.text import field_blocks, message_id, unfold
+
+log = logging.getLogger("smtpeter.bounce")
 
 
 @dataclass
@@ -136,6 +139,18 @@ def _is_dsn(msg: Message) -> bool:
     return msg.get_content_type() == "multipart/report" and str(
         msg.get_param("report-type", "") or ""
     ).strip().lower() in ("delivery-status", "global-delivery-status")
+
+
+def read(raw: bytes) -> BounceMessage | None:
+    """The parsed bounce, read once for the detectors and the complaint reader; None
+    for an empty message or one the email package cannot read (logged); never raises."""
+    if not raw or not raw.strip():
+        return None
+    try:
+        return parse(raw)
+    except Exception:  # a bad message must never stop the bounce processor
+        log.warning("bounce parsing failed on a %d byte message", len(raw), exc_info=True)
+        return None
 
 
 def parse(raw: bytes) -> BounceMessage:

@@ -39,10 +39,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smtpeter import suppression
-from smtpeter.bounces.complaints import Complaint, read_complaint
-from smtpeter.bounces.detect import Failure, Report, detect
-from smtpeter.bounces.reasons import kind_of, reason_of
+from smtpeter import addresses, suppression
+from smtpeter.bounces.complaints import Complaint, complaint_in
+from smtpeter.bounces.detect import Failure, Report, detect_in, read
 from smtpeter.config import Config
 from smtpeter.events import Event, EventType
 from smtpeter.logsafe import escape
@@ -82,20 +81,6 @@ def _token(recipient: str, cfg: Config) -> str | None:
     return token
 
 
-def _judged(failure: Failure) -> tuple[Failure, str | None]:
-    """The failure with its kind decided by its reason (hard, soft; unknown when
-    nothing is known), and the reason; delays and auto-replies stay as they are."""
-    if failure.kind not in ("hard", "soft", "unknown"):
-        return failure, None
-    reason = reason_of(failure.status, failure.diagnostic)
-    kind = kind_of(reason, failure.status)
-    if kind is None:
-        # No status and a reason that says nothing: what the detector read (an Exim
-        # "permanent error" list is hard) stands.
-        return failure, None if failure.kind == "unknown" else reason
-    return replace(failure, kind=kind), reason
-
-
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _DATE = re.compile(rb"^Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _ARRIVAL = re.compile(rb"^Arrival-Date:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
@@ -132,30 +117,30 @@ def identity(raw: bytes, uid: str, failures: tuple[Failure, ...], extra: str = "
     return hashlib.sha256("\n".join(parts).encode("utf-8", "replace")).hexdigest()[:32]
 
 
+def _detail(detail: dict[str, str], **fields: str | None) -> dict[str, str]:
+    """``detail`` with each field that has a value, cut to 500 characters."""
+    return detail | {name: value[:500] for name, value in fields.items() if value}
+
+
 def _events(report: Report, uid: str, key: str, queue_id: str) -> list[Event]:
     now = _now()
     events: list[Event] = []
     for failure in report.failures:
-        failure, reason = _judged(failure)
         kind = failure.kind
+        if kind == "unknown":
+            continue
         event_type: EventType = (
             "bounce" if kind in ("hard", "soft") else ("delay" if kind == "delay" else "autoreply")
         )
-        if kind == "unknown":
-            continue
-        detail = {"kind": kind, "detector": report.detector, "bounce_id": key}
-        if reason is not None:
-            detail["reason"] = reason
-        if queue_id:
-            detail["queue_id"] = queue_id
-        for field, value in (
-            ("status", failure.status),
-            ("diagnostic", failure.diagnostic),
-            ("reporting_mta", failure.reporting_mta),
-            ("remote_mta", failure.remote_mta),
-        ):
-            if value:
-                detail[field] = value[:500]
+        detail = _detail(
+            {"kind": kind, "detector": report.detector, "bounce_id": key},
+            reason=failure.reason,
+            queue_id=queue_id,
+            status=failure.status,
+            diagnostic=failure.diagnostic,
+            reporting_mta=failure.reporting_mta,
+            remote_mta=failure.remote_mta,
+        )
         events.append(
             Event(
                 type=event_type,
@@ -166,15 +151,8 @@ def _events(report: Report, uid: str, key: str, queue_id: str) -> list[Event]:
             )
         )
     if not report.failures and report.detector == "autoreply":
-        events.append(
-            Event(
-                type="autoreply",
-                message_uid=uid,
-                occurred_at=now,
-                detail={"kind": "autoreply", "bounce_id": key}
-                | ({"queue_id": queue_id} if queue_id else {}),
-            )
-        )
+        detail = _detail({"kind": "autoreply", "bounce_id": key}, queue_id=queue_id)
+        events.append(Event(type="autoreply", message_uid=uid, occurred_at=now, detail=detail))
     return events
 
 
@@ -226,18 +204,19 @@ def _forward(raw: bytes, to: str, cfg: Config) -> None:
 def _sent_to(report: Report, message: MessageRecord) -> tuple[Report, list[str]]:
     """The report without the failed recipients the message never went to (bounce
     poisoning, or a forwarding address the report names instead), and those."""
-    recipients = {r.strip().strip("<>").lower() for r in message.recipients}
+    recipients = {addresses.key(r) for r in message.recipients}
     kept: list[Failure] = []
     strangers: list[str] = []
     for failure in report.failures:
         if "@" not in failure.recipient and failure.kind != "autoreply":
             # Reported without a domain: the message's one recipient of that name.
-            named = [r for r in recipients if r.rpartition("@")[0] == failure.recipient.lower()]
+            local = addresses.key(failure.recipient)
+            named = [r for r in recipients if r.rpartition("@")[0] == local]
             if len(named) == 1:
                 failure = replace(failure, recipient=named[0])
-        if failure.kind == "autoreply" or failure.recipient.lower() in recipients:
+        if failure.kind == "autoreply" or addresses.key(failure.recipient) in recipients:
             kept.append(failure)
-        elif failure.original is not None and failure.original.lower() in recipients:
+        elif failure.original is not None and addresses.key(failure.original) in recipients:
             # An alias we sent to, expanded on the way: the bounce is the alias's.
             kept.append(replace(failure, recipient=failure.original))
         else:
@@ -251,21 +230,19 @@ def _complaint_events(
     """A feedback report's identity and its one complaint event, for the recipient it
     names (or, when the provider redacted it, the message's only recipient); nothing
     for a recipient the message never went to (returned as a stranger)."""
-    recipients = [r.strip().strip("<>").lower() for r in message.recipients]
+    recipients = [addresses.key(r) for r in message.recipients]
     recipient = complaint.recipient
     if recipient is not None and recipient not in recipients:
         return identity(raw, uid, (), f"complaint {recipient}"), [], [recipient]
     if recipient is None and len(recipients) == 1:
         recipient = recipients[0]
     key = identity(raw, uid, (), f"complaint {recipient or '-'}")
-    detail = {"feedback_type": complaint.feedback_type, "bounce_id": key}
-    for field, value in (
-        ("reporting_mta", complaint.reporting_mta),
-        ("user_agent", complaint.user_agent),
-        ("queue_id", queue_id),
-    ):
-        if value:
-            detail[field] = value
+    detail = _detail(
+        {"feedback_type": complaint.feedback_type, "bounce_id": key},
+        reporting_mta=complaint.reporting_mta,
+        user_agent=complaint.user_agent,
+        queue_id=queue_id,
+    )
     event = Event("complaint", uid, _now(), recipient=recipient, detail=detail)
     return key, [event], []
 
@@ -294,12 +271,13 @@ def process(
             )
         message = messages[0]
         raw = raw[:MAX_INPUT]
-        complaint = read_complaint(raw)
+        parsed = read(raw)
+        complaint = complaint_in(parsed)
         if complaint is not None:
             detector = "complaint"
             key, events, strangers = _complaint_events(complaint, raw, uid, message, bounce_id)
         else:
-            report, strangers = _sent_to(detect(raw), message)
+            report, strangers = _sent_to(detect_in(parsed), message)
             detector = report.detector
             key = identity(raw, uid, report.failures)
             events = _events(report, uid, key, bounce_id)

@@ -34,7 +34,10 @@ reason                    kind   what it means
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Final, Literal
+
+from smtpeter.bounces.report import Failure
 
 Reason = Literal[
     "mailbox-full",
@@ -192,3 +195,17 @@ def kind_of(reason: Reason, status: str | None) -> Literal["hard", "soft"] | Non
     if status and status[0] == "4":
         return "soft"
     return None
+
+
+def judge(failure: Failure) -> Failure:
+    """The failure with its reason, and its kind decided by it (hard or soft; left
+    ``unknown`` when nothing is known). Delays and auto-replies are left as they are."""
+    if failure.kind not in ("hard", "soft", "unknown"):
+        return failure
+    reason = reason_of(failure.status, failure.diagnostic)
+    kind = kind_of(reason, failure.status)
+    if kind is None:
+        # No status and a reason that says nothing: what the detector read (an Exim
+        # "permanent error" list is hard) stands.
+        return failure if failure.kind == "unknown" else replace(failure, reason=reason)
+    return replace(failure, kind=kind, reason=reason)

@@ -37,6 +37,10 @@ class Failure:
     """The address the failed one was expanded from, when the report says so (an
     alias: Exim's "(generated from X)", Postfix's and Sendmail's "(expanded from X)");
     it is the one the message was sent to."""
+    reason: str | None = None
+    """Why it failed, for a hard or soft bounce (:mod:`smtpeter.bounces.reasons`,
+    which also decided ``kind`` by it); None for delays, auto-replies and failures
+    nothing is known about."""
 
 
 @dataclass(frozen=True)

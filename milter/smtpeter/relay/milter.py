@@ -33,6 +33,7 @@ import Milter
 from smtpeter import suppression
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
+from smtpeter.logins import Login
 from smtpeter.logsafe import escape
 from smtpeter.postfix.render import API_DAEMON_NAME
 from smtpeter.relay.headers import (
@@ -141,8 +142,10 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         # False when a flood of instruction headers on the server's own mail is left
         # as it is (see milter.max_instruction_headers).
         self.strip = True
-        # The login's suppression policy, read at the first RCPT.
-        self.suppression_policy: str | None = None
+        # The login's record, read once a message: at the first RCPT (its
+        # suppression policy) or, if that read failed, at end of headers.
+        self.record: Login | None = None
+        self.record_read = False
 
     def _log(self) -> _Adapter:
         who = self.login if self.api else f"({self.login})" if self.login else None
@@ -183,12 +186,10 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         policy refuses it. A store that cannot be read refuses nothing (logged): the
         list must never turn into temporary failures."""
         try:
-            if self.suppression_policy is None:
-                login = self.ctx.store.get_login(self.login or "")
-                self.suppression_policy = login.suppression if login is not None else "off"
-            if self.suppression_policy != "refuse":
+            login = self._record()
+            if login is None or login.suppression != "refuse":
                 return None
-            return self.ctx.store.suppression(self.login or "", rcpt.strip().strip("<>"))
+            return self.ctx.store.suppression(login.name, rcpt)
         except StoreError as e:
             self._log().warning("suppression list not read, %s accepted: %s", escape(rcpt), e)
             return None
@@ -274,13 +275,21 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         self.setreply("451", "4.3.0", "Temporary failure processing the message, try again later")
         return Milter.TEMPFAIL  # type: ignore[no-any-return]
 
+    def _record(self) -> Login | None:
+        """The authenticated login's record (None if it was deleted), read from the
+        store once a message; a read that failed is tried again at the next call."""
+        if not self.record_read:
+            self.record = self.ctx.store.get_login(self.login or "")
+            self.record_read = True
+        return self.record
+
     def _resolve(self) -> FeatureSet | None:
         """The features for this message, or None when the login may not send."""
         if not self.api or self.login is None:
             # Unauthenticated mail, and mail of users smtpeter did not authenticate,
             # can never turn a feature on.
             return FeatureSet()
-        login = self.ctx.store.get_login(self.login)
+        login = self._record()
         if login is None or not login.enabled:
             return None
         check_names(self.headers)

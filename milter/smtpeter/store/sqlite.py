@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from smtpeter import addresses
 from smtpeter.events import Event
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
@@ -521,14 +522,14 @@ class SQLiteStore:
             cur = conn.execute(
                 "INSERT INTO suppressions (login, address, reason, status, message_uid,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (login, address) DO NOTHING",
-                (login, address.lower(), reason, status, message_uid, _now()),
+                (login, addresses.key(address), reason, status, message_uid, _now()),
             )
         return cur.rowcount > 0
 
     def count_soft_bounce(self, login: str, address: str, message_uid: str, reason: str) -> int:
         """Count a soft bounce of ``address`` (once per message); how many messages to
         it have soft-bounced so far."""
-        address = address.lower()
+        address = addresses.key(address)
         with self._use("soft bounce count") as conn, _transaction(conn):
             conn.execute(
                 "INSERT INTO soft_bounces (login, address, message_uid, reason)"
@@ -546,7 +547,7 @@ class SQLiteStore:
         with self._use("suppression lookup") as conn:
             row = conn.execute(
                 f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE login = ? AND address = ?",
-                (login, address.lower()),
+                (login, addresses.key(address)),
             ).fetchone()
         return _suppression(row) if row is not None else None
 
@@ -564,12 +565,13 @@ class SQLiteStore:
     def unsuppress(self, login: str, address: str) -> bool:
         """Take ``address`` off ``login``'s list, and forget its soft bounces; False if it
         was not on it."""
+        address = addresses.key(address)
         with self._use("suppression remove") as conn, _transaction(conn):
             cur = conn.execute(
-                "DELETE FROM suppressions WHERE login = ? AND address = ?", (login, address.lower())
+                "DELETE FROM suppressions WHERE login = ? AND address = ?", (login, address)
             )
             conn.execute(
-                "DELETE FROM soft_bounces WHERE login = ? AND address = ?", (login, address.lower())
+                "DELETE FROM soft_bounces WHERE login = ? AND address = ?", (login, address)
             )
         return cur.rowcount > 0
 
