@@ -173,6 +173,12 @@ class BouncesConfig:
     # disabled) do after this many messages to it bounced so; 0: never. Blocks,
     # policy and spam verdicts, timeouts never do.
     soft_bounce_limit: int = 5
+    # The address registered with mailbox providers' feedback loops (e.g.
+    # fbl@bounces.example.com): RFC 5965 reports sent to it become complaints for the
+    # message they return (found by its signed return path, else its Message-ID). At
+    # the bounce domain it needs nothing more; elsewhere, route it to the smtpeter-bounce
+    # transport yourself. null: only reports sent to a signed return path count.
+    feedback_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,8 @@ _DOMAIN = re.compile(
     r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]*$", re.I
 )
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+# A plain local part (no quoting, no routing characters) at a domain.
+_FEEDBACK = re.compile(r"^[A-Za-z0-9._+-]{1,64}@" + _DOMAIN.pattern.lstrip("^"), re.I)
 
 
 def _command_words(command: str) -> list[str] | None:
@@ -389,6 +397,12 @@ def _validate(cfg: Config, where: str) -> None:
             cfg.bounces.soft_bounce_limit >= 0,
             "bounces.soft_bounce_limit",
             "an integer >= 0",
+        ),
+        (
+            cfg.bounces.feedback_address is None
+            or _FEEDBACK.match(cfg.bounces.feedback_address) is not None,
+            "bounces.feedback_address",
+            "an address such as fbl@bounces.example.com, or null",
         ),
         (
             _command_words(cfg.bounces.sendmail) is not None,

@@ -266,3 +266,29 @@ def test_a_feedback_report_becomes_a_complaint(
     detail = event["detail"]
     assert isinstance(detail, dict) and detail["feedback_type"] == "abuse"
     assert events(stack, "--login", user, "--type", "bounce") == []
+
+
+def test_a_feedback_report_to_the_feedback_address_over_smtp_is_a_complaint(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    """A provider's feedback loop sends its report over SMTP to the registered address
+    at the bounce domain (fbl@, as the local stack configures it), not to the return
+    path: Postfix pipes it to the processor, which finds the message by the signed
+    return path in the report's Original-Mail-From and records the complaint, which
+    suppresses the recipient for the login (refused at the next RCPT)."""
+    user, password = make_login(trackbounces=True)
+    mark = send(stack, user, password, simple("fbl2"), recipients=("gone@example.org",))
+    return_path = return_path_for(stack, store, message_uid(store, mark))
+    arf = (Path(__file__).parents[1] / "data" / "bounces" / "arf-abuse.eml").read_bytes()
+    arf = arf.replace(b"b+token@bounces.example.com", return_path.encode())
+    feedback = f"fbl@{BOUNCE_DOMAIN}"
+    assert stack.config().bounces.feedback_address == feedback
+    wait_piped(stack, smtp_bounce(stack, feedback, arf.replace(b"\n", b"\r\n")))
+    [event] = events(stack, "--login", user, "--type", "complaint")
+    assert event["recipient"] == "gone@example.org"
+    assert events(stack, "--login", user, "--type", "bounce") == []
+    with connect(stack, stack.ports.submission) as client:
+        client.login(user, password)
+        assert client.mail("<a@example.com>")[0] == 250
+        code, reply = client.rcpt("<gone@example.org>")
+    assert code == 550 and b"suppressed for login" in reply and b"after a complaint" in reply

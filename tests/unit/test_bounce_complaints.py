@@ -113,3 +113,115 @@ def test_anything_else_is_no_complaint(raw: bytes) -> None:
     """Only a feedback-report report with its report part is a complaint; anything else,
     however broken, is not (and never raises)."""
     assert read_complaint(raw) is None
+
+
+# -- reports sent to bounces.feedback_address ---------------------------------------
+
+FBL = "fbl@bounces.example.com"
+
+
+def to_fbl(arf: bytes, mail_from: bytes) -> bytes:
+    """The fixture report as a feedback loop sends it to the registered address, with
+    ``mail_from`` as its Original-Mail-From (b"" leaves the field out)."""
+    arf = arf.replace(b"To: <b+token@bounces.example.com>", f"To: <{FBL}>".encode())
+    field = b"Original-Mail-From: <b+token@bounces.example.com>\n"
+    return arf.replace(field, b"Original-Mail-From: <" + mail_from + b">\n" if mail_from else b"")
+
+
+@pytest.mark.parametrize("where", ["original-mail-from", "return-path"])
+def test_a_report_to_the_feedback_address_finds_the_message_by_its_return_path(
+    tmp_path: Path, store: Store, good_sendmail: Path, where: str
+) -> None:
+    """A provider's loop sends to the registered address, not to the return path: the
+    signed return path in the report (its Original-Mail-From, or the returned message's
+    Return-Path) names the message; the complaint is recorded and suppresses the
+    recipient, and the report is not forwarded to the sender."""
+    cfg = make_config(tmp_path, good_sendmail, feedback_address=FBL.upper())
+    path = return_path(store, cfg).encode()
+    if where == "original-mail-from":
+        raw = to_fbl(ARF, path)
+    else:
+        raw = to_fbl(ARF, b"").replace(
+            b"From: <shop@example.com>\n",
+            b"Return-Path: <" + path + b">\nFrom: <shop@example.com>\n",
+        )
+    outcome = process(raw, FBL, cfg, bounce_id="F1", store=store)
+    assert outcome.status == EX_OK, outcome.what
+    [event] = store.events(message=UID)
+    assert (event.type, event.recipient, event.detail["feedback_type"]) == (
+        "complaint", "gone@example.org", "abuse",
+    )  # fmt: skip
+    entry = store.suppression("alice", "gone@example.org")
+    assert entry is not None and entry.reason == "complaint"
+    assert sent(tmp_path) == []
+    # Delivered again: nothing more.
+    assert process(raw, FBL, cfg, bounce_id="F2", store=store).status == EX_OK
+    assert len(store.events(message=UID)) == 1
+
+
+def test_a_report_without_a_return_path_finds_the_message_by_its_message_id(
+    tmp_path: Path, store: Store, good_sendmail: Path
+) -> None:
+    """Mail sent without trackbounces has no signed return path: the returned message's
+    Message-ID names it; of two messages with that Message-ID, the one sent to the
+    recipient the report names."""
+    cfg = make_config(tmp_path, good_sendmail, feedback_address=FBL)
+    store.record_message(
+        MessageRecord(
+            queue_id="4XyZ9", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
+            login="alice", envelope_sender=SENDER, recipients=("other@example.org",),
+            features=(), size_before=1, size_after=1, uid="other0message000",
+        )
+    )  # fmt: skip
+    store.record_message(
+        MessageRecord(
+            queue_id="4XyZ8", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
+            login="bob", envelope_sender=SENDER, recipients=("<Gone@example.org>",),
+            features=(), size_before=1, size_after=1, uid="right0message000",
+        )
+    )  # fmt: skip
+    outcome = process(to_fbl(ARF, b"owner@example.com"), FBL, cfg, store=store)
+    assert outcome.status == EX_OK, outcome.what
+    assert [(e.type, e.recipient) for e in store.events(message="right0message000")] == [
+        ("complaint", "gone@example.org")
+    ]
+    assert store.events(message="other0message000") == []
+    assert store.suppression("bob", "gone@example.org") is not None
+    assert store.suppression("alice", "gone@example.org") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (dsn("Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; gone@example.org\n"
+             "Action: failed\nStatus: 5.1.1\n"), "is no feedback report"),
+        (to_fbl(ARF, b"").replace(b"<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
+                                  b"<unknown@example.com>"),
+         "no message with Message-ID <unknown@example.com>"),
+        (to_fbl(ARF, b"b+forged0token@bounces.example.com"), "tampered, unknown or expired"),
+        (to_fbl(ARF, b"").replace(b"Message-ID: <8787KJKJ3K4J3K4J3K4J3.mail@example.com>\n", b""),
+         "names no message of ours"),
+    ],
+    ids=["a-bounce", "unknown-message-id", "forged-return-path", "nothing-to-go-by"],
+)  # fmt: skip
+def test_what_the_feedback_address_drops(
+    tmp_path: Path, store: Store, good_sendmail: Path, raw: bytes, why: str
+) -> None:
+    """A bounce sent to the feedback address, a report about a message we do not know,
+    or one with a forged return path: dropped (exit 0) with the reason, nothing
+    recorded, nothing forwarded."""
+    cfg = make_config(tmp_path, good_sendmail, feedback_address=FBL)
+    outcome = process(raw, FBL, cfg, store=store)
+    assert outcome.status == EX_OK and outcome.what.startswith("dropped: ")
+    assert why in outcome.what
+    assert store.events(message=UID) == [] and sent(tmp_path) == []
+
+
+def test_without_a_feedback_address_a_report_to_it_is_not_ours(
+    tmp_path: Path, store: Store, good_sendmail: Path
+) -> None:
+    """Not configured (the default): mail to that address is no return path of ours."""
+    cfg = make_config(tmp_path, good_sendmail)
+    outcome = process(to_fbl(ARF, return_path(store, cfg).encode()), FBL, cfg, store=store)
+    assert outcome.what == f"dropped: {FBL} is not a return path of ours"
+    assert store.events(message=UID) == []

@@ -51,6 +51,14 @@ def test_round_trip(tmp_path: Path) -> None:
         ),
         ("store:\n  sqlite_path: relative.db\n", "store.sqlite_path: expected an absolute path"),
         ("auth: [\n", "not valid YAML"),
+        (
+            "bounces:\n  feedback_address: fbl\n",
+            "bounces.feedback_address: expected an address such as fbl@bounces.example.com",
+        ),
+        (
+            "bounces:\n  feedback_address: '\"a b\"@example.com'\n",
+            "bounces.feedback_address: expected an address",
+        ),
     ],
 )
 def test_errors(tmp_path: Path, yaml_text: str, message: str) -> None:

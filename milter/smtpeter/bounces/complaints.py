@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass
 from email.message import Message
 
-from smtpeter.bounces.message import BounceMessage, read
+from smtpeter import addresses
+from smtpeter.bounces.message import BounceMessage, header_of, read
+from smtpeter.bounces.text import message_id
 
 log = logging.getLogger("smtpeter.bounce")
 
@@ -32,6 +34,12 @@ class Complaint:
     reporting_mta: str | None
     user_agent: str | None
     arrival_date: str | None
+    return_paths: tuple[str, ...] = ()
+    """Where the message came from, as the report gives it: its Original-Mail-From,
+    then the returned message's Return-Path (bare); our signed return path when the
+    message went out with trackbounces."""
+    message_id: str | None = None
+    """The returned message's Message-ID (with its angle brackets)."""
 
 
 def _bare(value: str) -> str | None:
@@ -70,6 +78,21 @@ def complaint_in(parsed: BounceMessage | None) -> Complaint | None:
         return None
 
 
+def _returned(msg: Message) -> Message | None:
+    """The returned message or its headers (the report's third part), as a message."""
+    for part in msg.walk():
+        ptype = part.get_content_type()
+        if ptype in ("message/rfc822", "message/global"):
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                return inner[0]
+        elif ptype in ("text/rfc822-headers", "message/global-headers"):
+            raw = part.get_payload(decode=True)
+            if isinstance(raw, bytes):
+                return email.message_from_bytes(raw.lstrip(b"\r\n"), policy=email.policy.compat32)
+    return None
+
+
 def _read(msg: Message) -> Complaint | None:
     if msg.get_content_type() != "multipart/report":
         return None
@@ -85,11 +108,17 @@ def _read(msg: Message) -> Complaint | None:
         mta = " ".join((fields.get("Reporting-MTA") or "").split()) or None
         if mta and ";" in mta:
             mta = mta.split(";", 1)[1].strip() or None
+        returned = _returned(msg)
+        paths = [str(fields.get("Original-Mail-From") or "")]
+        paths += [str(v) for v in (returned.get_all("Return-Path") or [])] if returned else []
+        bare = [addresses.key(p) for p in paths]
         return Complaint(
             feedback_type=(fields.get("Feedback-Type") or "other").strip().lower()[:64],
             recipient=recipients[0] if len(recipients) == 1 else None,
             reporting_mta=mta,
             user_agent=" ".join((fields.get("User-Agent") or "").split())[:200] or None,
             arrival_date=" ".join((fields.get("Arrival-Date") or "").split()) or None,
+            return_paths=tuple(dict.fromkeys(p for p in bare if "@" in p)),
+            message_id=message_id(header_of(returned, "message-id")) if returned else None,
         )
     return None

@@ -41,12 +41,13 @@ from email.utils import parsedate_to_datetime
 
 from smtpeter import addresses, suppression
 from smtpeter.bounces.complaints import Complaint, complaint_in
-from smtpeter.bounces.detect import Failure, Report, detect_in, read
+from smtpeter.bounces.detect import BounceMessage, Failure, Report, detect_in, read
 from smtpeter.config import Config
 from smtpeter.events import Event, EventType
 from smtpeter.logsafe import escape
 from smtpeter.store import MessageRecord, Store, StoreError, open_store
 from smtpeter.tracker.keys import KeyRing
+from smtpeter.tracker.signing import Signer
 
 log = logging.getLogger("smtpeter.bounce")
 
@@ -247,32 +248,85 @@ def _complaint_events(
     return key, [event], []
 
 
+def _is_feedback_address(recipient: str, cfg: Config) -> bool:
+    address = cfg.bounces.feedback_address
+    return address is not None and addresses.key(recipient) == addresses.key(address)
+
+
+def _by_return_path(
+    token: str, recipient: str, cfg: Config, store: Store, signer: Signer
+) -> MessageRecord | str:
+    """The message a signed return path names, or why there is none."""
+    uid = signer.verify_return_path(token, cfg.bounces.address_lifetime_days * _DAY)
+    if uid is None:
+        return f"dropped: tampered, unknown or expired return path {escape(recipient)}"
+    messages = store.messages(uid=uid, limit=1)
+    if not messages:
+        return f"dropped: no message {escape(uid)} for return path {escape(recipient)}"
+    return messages[0]
+
+
+def _complained_of(
+    complaint: Complaint, cfg: Config, store: Store, signer: Signer
+) -> MessageRecord | str:
+    """The message a feedback report sent to the feedback address is about: the one
+    its signed return path names (Original-Mail-From, or the returned message's
+    Return-Path), else the one with its Message-ID (to the recipient it names, when
+    several share it); or why there is none."""
+    for path in complaint.return_paths:
+        token = _token(path, cfg)
+        if token is not None:
+            return _by_return_path(token, path, cfg, store, signer)
+    if complaint.message_id is None:
+        return "dropped: feedback report to the feedback address names no message of ours"
+    found = [m for m in store.messages(message_id=complaint.message_id, limit=20) if m.uid]
+    if len(found) > 1 and complaint.recipient is not None:
+        found = [m for m in found if complaint.recipient in map(addresses.key, m.recipients)]
+    if len(found) != 1:
+        what = "no message" if not found else f"{len(found)} messages"
+        return (
+            f"dropped: feedback report to the feedback address: {what} with Message-ID"
+            f" {escape(complaint.message_id)}"
+        )
+    return found[0]
+
+
 def process(
     raw: bytes, recipient: str, cfg: Config, *, bounce_id: str = "", store: Store | None = None
 ) -> Outcome:
-    """Handle one bounce. ``bounce_id`` (Postfix's queue id of the bounce) is kept with
-    its events for the operator; what makes a second delivery of the same bounce
-    record and forward nothing is the bounce's own :func:`identity`."""
+    """Handle one bounce, or one feedback report sent to ``bounces.feedback_address``.
+    ``bounce_id`` (Postfix's queue id of the bounce) is kept with its events for the
+    operator; what makes a second delivery of the same bounce record and forward
+    nothing is the bounce's own :func:`identity`."""
     token = _token(recipient, cfg)
-    if token is None:
+    feedback = token is None and _is_feedback_address(recipient, cfg)
+    if token is None and not feedback:
         return Outcome(EX_OK, f"dropped: {escape(recipient)} is not a return path of ours")
+    raw = raw[:MAX_INPUT]
+    parsed: BounceMessage | None = None
+    complaint: Complaint | None = None
+    if feedback:
+        parsed = read(raw)
+        complaint = complaint_in(parsed)
+        if complaint is None:
+            what = f"mail to the feedback address {escape(recipient)}"
+            return Outcome(EX_OK, f"dropped: {what} is no feedback report")
     try:
         store = store or open_store(cfg.store)
         signer = KeyRing.from_config(store, cfg.tracker).signer()
-        uid = signer.verify_return_path(token, cfg.bounces.address_lifetime_days * _DAY)
-        if uid is None:
-            return Outcome(
-                EX_OK, f"dropped: tampered, unknown or expired return path {escape(recipient)}"
-            )
-        messages = store.messages(uid=uid, limit=1)
-        if not messages:
-            return Outcome(
-                EX_OK, f"dropped: no message {escape(uid)} for return path {escape(recipient)}"
-            )
-        message = messages[0]
-        raw = raw[:MAX_INPUT]
-        parsed = read(raw)
-        complaint = complaint_in(parsed)
+        if complaint is not None:
+            found = _complained_of(complaint, cfg, store, signer)
+        else:
+            assert token is not None
+            found = _by_return_path(token, recipient, cfg, store, signer)
+        if isinstance(found, str):
+            return Outcome(EX_OK, found)
+        message = found
+        uid = message.uid or ""
+        if not feedback:
+            # Parsed once the return path is known good: a forged bounce costs no parse.
+            parsed = read(raw)
+            complaint = complaint_in(parsed)
         if complaint is not None:
             detector = "complaint"
             key, events, strangers = _complaint_events(complaint, raw, uid, message, bounce_id)
@@ -321,7 +375,9 @@ def process(
             escape(uid),
         )
     sender = message.envelope_sender.strip().strip("<>")
-    if cfg.bounces.forward and sender:
+    # A report to the feedback address came from the provider's loop, never by way
+    # of the sender's return path: it is not the sender's to get.
+    if cfg.bounces.forward and sender and not feedback:
         try:
             _forward(raw, sender, cfg)
         except ForwardError as e:

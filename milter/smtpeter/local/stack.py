@@ -203,8 +203,10 @@ class LocalStack:
                 "base_url": f"http://127.0.0.1:{self.ports.tracker}",
             },
             # No bounces.sendmail here: pipe(8) exports this instance's MAIL_CONFIG,
-            # so the default /usr/sbin/sendmail forwards into it.
-            "bounces": {"domain": BOUNCE_DOMAIN},
+            # so the default /usr/sbin/sendmail forwards into it. Feedback reports to
+            # fbl@ the bounce domain are complaints (the whole domain goes to the
+            # bounce processor).
+            "bounces": {"domain": BOUNCE_DOMAIN, "feedback_address": f"fbl@{BOUNCE_DOMAIN}"},
         }
         for section, values in self.settings.items():
             base.setdefault(section, {}).update(values)

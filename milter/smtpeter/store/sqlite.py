@@ -613,9 +613,21 @@ class SQLiteStore:
             conn.executemany(_CLAIM_EVENTS, [r for r in rows if r["uid"] and r["login"]])
 
     def messages(
-        self, *, queue_id: str | None = None, uid: str | None = None, limit: int = 100
+        self,
+        *,
+        queue_id: str | None = None,
+        uid: str | None = None,
+        message_id: str | None = None,
+        limit: int = 100,
     ) -> list[MessageRecord]:
-        where, args = _where([("queue_id = ?", queue_id or None), ("uid = ?", uid or None)])
+        """Messages, newest first, by queue id, uid or Message-ID (each indexed)."""
+        where, args = _where(
+            [
+                ("queue_id = ?", queue_id or None),
+                ("uid = ?", uid or None),
+                ("message_id = ?", message_id or None),
+            ]
+        )
         with self._use("message list") as conn:
             rows = conn.execute(
                 "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
