@@ -208,6 +208,27 @@ def test_dsn_recipients_without_blank_lines_between_them() -> None:
     ]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["blank-lines", "packed"])
+def test_original_recipient_after_final_recipient_is_the_same_recipient(packed: bool) -> None:
+    """Amazon SES writes Action first and Original-Recipient after Final-Recipient: each
+    record is still one recipient with its status, blank lines between them or not."""
+    sep = "" if packed else "\n"
+    report = detect(
+        dsn(
+            "Reporting-MTA: dns; inbound-smtp.us-west-2.amazonaws.com\n\n"
+            "Action: failed\nFinal-Recipient: rfc822; a@x.example\n"
+            "Original-Recipient: rfc822; a@x.example\n"
+            f"Diagnostic-Code: smtp; 550 5.1.1 Mailbox does not exist\nStatus: 5.1.1\n{sep}"
+            "Original-Recipient: rfc822; b@x.example\nFinal-Recipient: rfc822; b@x.example\n"
+            "Action: failed\nStatus: 5.2.2\n"
+        )
+    )
+    assert [(f.recipient, f.kind, f.status, f.reason) for f in report.failures] == [
+        ("a@x.example", "hard", "5.1.1", "user-unknown"),
+        ("b@x.example", "soft", "5.2.2", "mailbox-full"),
+    ]
+
+
 def test_delivery_status_in_a_mislabelled_container_is_read_but_not_a_dsn() -> None:
     report = detect(
         dsn("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.1.1\n", report=False)

@@ -353,8 +353,17 @@ SAMPLES.update({
               "     yan@example.net\n     zoe@example.net\n\n"
               "Technical details of permanent failure:\nDNS Error: Domain name not found\n"),
         "gmail",
-        [("yan@example.net", None, "hard", None, None, None),
-         ("zoe@example.net", None, "hard", None, None, None)],
+        [("yan@example.net", None, "hard", "DNS Error: Domain name not found", None, None),
+         ("zoe@example.net", None, "hard", "DNS Error: Domain name not found", None, None)],
+    ),
+    # A failure of Gmail's own (no remote reply): what its technical details say.
+    "gmail-quota": (
+        plain("Delivery to the following recipient failed permanently:\n\n"
+              "     ada@example.net\n\n"
+              "Technical details of permanent failure:=20\nStorage quota exceeded\n\n"
+              "----- Original message -----\n"),
+        "gmail",
+        [("ada@example.net", None, "soft", "Storage quota exceeded", None, None)],
     ),
 })  # fmt: skip
 

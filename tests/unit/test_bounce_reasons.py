@@ -83,7 +83,18 @@ CASES = [
     ("4.4.4", None, "network-error"),
     ("4.1.1", None, "other"),  # soft by its class
     ("5.4.4", None, "host-unknown"),
-    ("5.0.0", "smtp; 550 Requested action not taken", "other"),
+    # The sender refused: nothing about the recipient, whatever words follow.
+    ("5.1.8", "smtp; 553 5.1.8 <owner@example.com>... Domain of sender address"
+     " owner@example.com does not exist", "sender-rejected"),
+    ("5.1.8", "smtp; 550 5.1.8 does not exist", "sender-rejected"),
+    ("5.7.1", "smtp; 550 5.7.1 <owner@example.com>: Sender address rejected: Domain not found",
+     "sender-rejected"),
+    ("5.0.0", "smtp; 550 Verification failed for <owner@example.com>: unknown sender",
+     "sender-rejected"),
+    ("5.1.7", None, "sender-rejected"),
+    ("5.7.1", "smtp; 550 5.7.1 Client host rejected: cannot find your reverse hostname,"
+     " no PTR record", "blocked"),
+    ("4.7.0", "smtp; 421 4.7.0 Too many concurrent SMTP connections", "network-error"),
     (None, None, "other"),
 ]  # fmt: skip
 
@@ -104,12 +115,35 @@ def test_hard_only_for_an_address_that_will_never_take_mail(
     verdict, a policy or a timeout never is, whatever the status class; a reply that
     says nothing goes by its class."""
     kind = kind_of(reason_of(status, diagnostic), status)
-    if reason in HARD:
+    if status and status[0] == "4":
+        assert kind == "soft"
+    elif reason in HARD:
         assert kind == "hard"
     elif reason == "other":
         assert kind == {"5": "hard", "4": "soft", None: None}[status[0] if status else None]
     else:
         assert kind == "soft"
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason"),
+    [
+        ("4.4.3", "Host or domain name not found. Name service error for name=example.net"
+         " type=MX: Host not found, try again", "host-unknown"),
+        ("4.0.0", "DNS Error: DNS type 'mx' lookup of example.net responded with code NXDOMAIN",
+         "host-unknown"),
+        ("4.1.1", "smtp; 450 4.1.1 <ann@example.net>: Recipient address rejected: User unknown"
+         " in local recipient table", "user-unknown"),
+    ],
+)  # fmt: skip
+def test_a_transient_status_is_never_hard_whatever_the_reason(
+    status: str, diagnostic: str, reason: str
+) -> None:
+    """A report that gave up under a 4.x.x code (a DNS failure that outlived the queue
+    lifetime, a 450 user unknown while a directory was down) proves nothing about the
+    address: its reason is kept, the bounce is soft and suppresses nothing."""
+    assert reason_of(status, diagnostic) == reason
+    assert kind_of(reason, status) == "soft"
 
 
 def test_a_full_mailbox_is_never_hard_in_any_wording() -> None:

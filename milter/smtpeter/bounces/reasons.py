@@ -5,7 +5,10 @@ server's reply. This module judges it the way the established bounce parsers do
 (Sisimai's reasons, flufl.bounce's hard/soft split): by the reason first, the status
 class only when the reason says nothing. A full mailbox is soft whatever its code; a
 block or a spam verdict says nothing about the address, so it is soft too; an unknown
-user or domain is hard even when the report gave up with a 4.x.x code.
+user or domain is hard, but only under a permanent status (or none): a 4.x.x
+report, such as Postfix's "Host or domain name not found ... try again" after the
+queue lifetime ran out, proves nothing about the address. A refused sender
+(x.1.7, x.1.8: the sender's address or domain) says nothing about the recipient.
 
 The reasons, in the order the diagnostic text is read (the first that matches wins;
 then the status code's subject and detail decide, then its class):
@@ -17,15 +20,19 @@ reason                    kind   what it means
 ``message-too-large``     soft   over the remote size limit (x.2.3, x.3.4)
 ``expired``               soft   gave up retrying: queue lifetime, timeouts (x.4.7)
 ``spam-detected``         soft   the content was judged spam
-``blocked``               soft   the sending IP or domain is refused (block lists)
+``blocked``               soft   the sending IP or domain is refused (block lists,
+                                 no reverse DNS)
 ``content-rejected``      soft   virus, attachment, or content refused (x.6.x)
+``sender-rejected``       soft   the sender's address or domain was refused (x.1.7,
+                                 x.1.8)
 ``policy``                soft   relaying, authentication, DMARC/SPF (x.7.x)
 ``mailbox-disabled``      soft   mailbox suspended or disabled (x.2.1)
 ``host-unknown``          hard   the domain does not exist or has no mail host
                                  (5.1.2, 5.4.4)
 ``user-unknown``          hard   no such mailbox (5.1.1, 5.1.10, 5.1.6 moved)
 ``not-accepted``          hard   the domain accepts no mail at all (null MX)
-``network-error``         soft   connection failures (other x.4.x)
+``network-error``         soft   connection failures, too many connections (other
+                                 x.4.x)
 ``system-error``          soft   the remote system failed (x.3.x, x.5.x)
 ``other``                 class  nothing known: 5.x.x hard, 4.x.x soft
 ========================  =====  ===================================================
@@ -46,6 +53,7 @@ Reason = Literal[
     "spam-detected",
     "blocked",
     "content-rejected",
+    "sender-rejected",
     "policy",
     "mailbox-disabled",
     "host-unknown",
@@ -87,6 +95,13 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|after \d+ attempt\(?s?\)?|(?:for|period of) (?:more than )?\d+ (?:hour|day)",
     ),
     (
+        "sender-rejected",
+        r"sender (?:address |domain )?(?:rejected|refused|denied|not allowed|unknown|invalid"
+        r"|verify failed)|(?:domain of|unknown|invalid|bad) sender(?:'s)?(?: address| domain)?"
+        r"|sender (?:address |domain )?(?:does not exist|doesn'?t exist|not found|must exist)"
+        r"|mail from (?:address |domain )?(?:rejected|refused|invalid|not (?:found|allowed))",
+    ),
+    (
         "spam-detected",
         r"\bspam\b|junk mail|unsolicited|bulk mail|spam ?score|suspected spam",
     ),
@@ -94,7 +109,8 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         "blocked",
         r"blocked|black ?list|block ?list|deny ?list|spamhaus|\brbl\b|dnsbl|\bsorbs\b"
         r"|(?<!not )listed (?:at|on|in|by)|reputation|client host .*rejected"
-        r"|connection (?:refused|rejected) (?:by|due to) policy",
+        r"|connection (?:refused|rejected) (?:by|due to) policy|\bptr\b|reverse (?:dns|lookup)"
+        r"|\brdns\b",
     ),
     (
         "content-rejected",
@@ -106,6 +122,10 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"policy|not authori[sz]ed|unauthenticated|\bdmarc\b|\bspf\b|\bdkim\b"
         r"|relay(?:ing)? (?:denied|not permitted|prohibited)|not permitted"
         r"|sender (?:address )?rejected|authentication required|rate limit|access denied",
+    ),
+    (
+        "network-error",
+        r"too many (?:[a-z]+ ){0,2}(?:connections|sessions)",
     ),
     (
         "mailbox-disabled",
@@ -143,6 +163,8 @@ _TEXT: Final = tuple((reason, re.compile(pattern)) for reason, pattern in _PATTE
 
 # By the status code's subject and detail (RFC 3463), when the text said nothing.
 _CODES: Final[dict[str, Reason]] = {
+    "1.7": "sender-rejected",
+    "1.8": "sender-rejected",
     "1.1": "user-unknown",
     "1.6": "user-unknown",
     "1.10": "user-unknown",
@@ -165,6 +187,9 @@ _SUBJECTS: Final[dict[str, Reason]] = {
 
 def reason_of(status: str | None, diagnostic: str | None) -> Reason:
     """The reason of one failed recipient, from the remote reply and the status code."""
+    if status and status.partition(".")[2] in ("1.7", "1.8"):
+        # The sender's address or domain: whatever the reply adds, not the recipient's.
+        return "sender-rejected"
     if diagnostic:
         text = " ".join(diagnostic.lower().split())
         for reason, pattern in _TEXT:
@@ -184,8 +209,10 @@ def reason_of(status: str | None, diagnostic: str | None) -> Reason:
 
 
 def kind_of(reason: Reason, status: str | None) -> Literal["hard", "soft"] | None:
-    """Hard or soft by the reason; for ``other``, by the status class (None without a
-    status: nothing is known)."""
+    """Hard or soft by the reason, never hard under a transient (4.x.x) status; for
+    ``other``, by the status class (None without a status: nothing is known)."""
+    if status and status[0] == "4":
+        return "soft"
     if reason in HARD:
         return "hard"
     if reason != "other":

@@ -34,15 +34,20 @@ def dsn_records(blocks: list[Block]) -> tuple[dict[str, str], list[dict[str, str
                 message.setdefault(name, value)
             continue
         record: dict[str, str] = {}
+        last = ""
         for name, value in block:
+            # Original-Recipient comes before Final-Recipient as RFC 3464 orders it;
+            # Amazon SES writes it right after: then it is the same recipient's.
             starts = name == "original-recipient" and (
-                "original-recipient" in record or "final-recipient" in record
+                "original-recipient" in record
+                or ("final-recipient" in record and last != "final-recipient")
             )
             starts = starts or (name == "final-recipient" and "final-recipient" in record)
             if starts:
                 records.append(record)
                 record = {}
             record.setdefault(name, value)
+            last = name
         records.append(record)
     return message, records
 

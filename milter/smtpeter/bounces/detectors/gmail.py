@@ -31,7 +31,12 @@ def detect(msg: BounceMessage) -> list[Failure]:
     recipients = [a for line in paras[0] if (a := address(line.strip()))]
     if len(recipients) != len(paras[0]):
         return []
+    # The remote server's reply, else (a failure of Gmail's own, such as a full
+    # mailbox) what Gmail says under its technical details.
     err = re.search(r"The error that the other server returned was:[ \t]*$", text, re.M)
+    err = err or re.search(
+        r"Technical details of (?:permanent|temporary) failure:[ \t]*(?:=20)?[ \t]*$", text, re.M
+    )
     reason = "\n".join(lines_after(text, err.end())) if err else None
     status = status_of(reason)
     remote = re.search(r"by ([^\s\[]+?)\.? \[", text)
