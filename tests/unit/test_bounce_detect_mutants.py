@@ -129,25 +129,26 @@ QMAIL_HEAD = (
 QUOTED = "<zed@example.org>:\n550 5.1.1 quoted in the original\n"
 
 SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
-    # qmail: each marker that starts the returned message ends the list.
+    # qmail: each marker that starts the returned message ends the list. (A refused
+# sender says nothing about the recipient: soft, however permanent qmail calls it.)
     "qmail-below": (
         plain(QMAIL_HEAD + "--- Below this line is a copy of the message.\n\n" + QUOTED),
         "qmail",
-        [("ann@example.org", "5.0.0", "hard",
+        [("ann@example.org", "5.0.0", "soft",
           "Connected to 192.0.2.44 but sender was rejected. Remote host said: 571 denied",
           "mail.example.net", "192.0.2.44")],
     ),
     "qmail-enclosed": (
         plain(QMAIL_HEAD + "--- Enclosed is a copy of the message.\n\n" + QUOTED),
         "qmail",
-        [("ann@example.org", "5.0.0", "hard",
+        [("ann@example.org", "5.0.0", "soft",
           "Connected to 192.0.2.44 but sender was rejected. Remote host said: 571 denied",
           "mail.example.net", "192.0.2.44")],
     ),
     "qmail-original": (
         plain(QMAIL_HEAD + "--- Original message follows.\n\n" + QUOTED),
         "qmail",
-        [("ann@example.org", "5.0.0", "hard",
+        [("ann@example.org", "5.0.0", "soft",
           "Connected to 192.0.2.44 but sender was rejected. Remote host said: 571 denied",
           "mail.example.net", "192.0.2.44")],
     ),
@@ -176,7 +177,7 @@ SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
               "<fay@example.net>:\nRemote host said: 554 delivery error\n\n"
               "--- Below this line is a copy of the message.\n\n" + QUOTED),
         "yahoo",
-        [("fay@example.net", "5.0.0", "hard", "Remote host said: 554 delivery error",
+        [("fay@example.net", "5.0.0", "soft", "Remote host said: 554 delivery error",
           None, None)],
     ),
     # Postfix before DSNs: hard, delay ("THIS IS A WARNING ONLY"), each section end.
@@ -231,7 +232,7 @@ SAMPLES: dict[str, tuple[bytes, str, list[Row]]] = {
           "remote mail server after RCPT TO:<jo@example.net>: 550 5.1.1 unknown",
           None, "mx.example.net"),
          ("kit@example.net", None, "soft", "mailbox is full: retry timeout exceeded", None, None),
-         ("lou@example.net", None, "hard", None, None, None)],
+         ("lou@example.net", None, "soft", None, None, None)],
     ),
 }  # fmt: skip
 
@@ -507,7 +508,7 @@ def test_a_dsn_without_any_recipient_falls_through_to_the_text() -> None:
          ("a@x.example", "5.1.1", "hard", "550 5.1.1 no type given", "mx.example.org", None)),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nStatus: 5.0.0\n"
          "Diagnostic-Code: smtp; 4.4.7 queue expired",
-         ("a@x.example", "5.0.0", "hard", "smtp; 4.4.7 queue expired", "mx.example.org", None)),
+         ("a@x.example", "5.0.0", "soft", "smtp; 4.4.7 queue expired", "mx.example.org", None)),
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\n"
          "Remote-MTA: dns; MAIL.CORREO.MX (Postfix; Debian)",
          ("a@x.example", None, "unknown", None, "mx.example.org", "MAIL.CORREO.MX")),
@@ -910,7 +911,7 @@ def test_sendmail_permanent_without_reason_and_indented_lines() -> None:
         "   ----- The following addresses had permanent fatal errors -----\n"
         "<una@example.org>\n <not-a-recipient@example.org>\n"
     )
-    assert rows(detect(raw)) == [("una@example.org", None, "hard", None, None, None)]
+    assert rows(detect(raw)) == [("una@example.org", None, "soft", None, None, None)]
 
 
 def test_exchange_lowercase_server_and_expired_reason() -> None:

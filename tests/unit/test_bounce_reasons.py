@@ -81,7 +81,7 @@ CASES = [
     ("4.4.4", "4.4.4 Temporary server error. Please try again later", "network-error"),
     ("4.4.4", "Recipient server unavailable or busy after 30 attempt(s)", "expired"),
     ("4.4.4", None, "network-error"),
-    ("4.1.1", None, "other"),  # soft by its class
+    ("4.1.1", None, "other"),  # soft
     ("5.4.4", None, "host-unknown"),
     # The sender refused: nothing about the recipient, whatever words follow.
     ("5.1.8", "smtp; 553 5.1.8 <owner@example.com>... Domain of sender address"
@@ -95,6 +95,9 @@ CASES = [
     ("5.7.1", "smtp; 550 5.7.1 Client host rejected: cannot find your reverse hostname,"
      " no PTR record", "blocked"),
     ("4.7.0", "smtp; 421 4.7.0 Too many concurrent SMTP connections", "network-error"),
+    # A reply that names no reason: soft, even under 5.x.x (Sisimai's "undefined").
+    ("5.0.0", "smtp; 550 Requested action not taken", "other"),
+    ("5.0.0", "smtp; 554 Transaction failed", "other"),
     (None, None, "other"),
 ]  # fmt: skip
 
@@ -111,16 +114,15 @@ def test_the_reason_is_read_from_the_reply_then_the_code(
 def test_hard_only_for_an_address_that_will_never_take_mail(
     status: str | None, diagnostic: str | None, reason: str
 ) -> None:
-    """Unknown user, unknown domain, null MX are hard; a full mailbox, a block, a spam
-    verdict, a policy or a timeout never is, whatever the status class; a reply that
-    says nothing goes by its class."""
+    """Unknown user, unknown domain, null MX are hard (not under a 4.x.x code); a full
+    mailbox, a block, a spam verdict, a policy, a timeout or a reply that says nothing
+    never is, whatever the status class; with neither a status nor a reason nothing is
+    known."""
     kind = kind_of(reason_of(status, diagnostic), status)
-    if status and status[0] == "4":
-        assert kind == "soft"
-    elif reason in HARD:
+    if reason in HARD and not (status and status[0] == "4"):
         assert kind == "hard"
-    elif reason == "other":
-        assert kind == {"5": "hard", "4": "soft", None: None}[status[0] if status else None]
+    elif reason == "other" and status is None:
+        assert kind is None
     else:
         assert kind == "soft"
 

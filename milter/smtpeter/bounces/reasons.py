@@ -2,8 +2,10 @@
 
 The detectors read what a report says: the recipient, its status code, the remote
 server's reply. This module judges it the way the established bounce parsers do
-(Sisimai's reasons, flufl.bounce's hard/soft split): by the reason first, the status
-class only when the reason says nothing. A full mailbox is soft whatever its code; a
+(Sisimai's reasons, flufl.bounce's hard/soft split): by the reason, never by the
+status class alone: hard takes a reason that says the address is dead, and a reply
+that names no reason (``other``) is soft whatever its code. A full mailbox is soft
+whatever its code; a
 block or a spam verdict says nothing about the address, so it is soft too; an unknown
 user or domain is hard, but only under a permanent status (or none): a 4.x.x
 report, such as Postfix's "Host or domain name not found ... try again" after the
@@ -11,7 +13,7 @@ queue lifetime ran out, proves nothing about the address. A refused sender
 (x.1.7, x.1.8: the sender's address or domain) says nothing about the recipient.
 
 The reasons, in the order the diagnostic text is read (the first that matches wins;
-then the status code's subject and detail decide, then its class):
+then the status code's subject and detail decide):
 
 ========================  =====  ===================================================
 reason                    kind   what it means
@@ -34,7 +36,7 @@ reason                    kind   what it means
 ``network-error``         soft   connection failures, too many connections (other
                                  x.4.x)
 ``system-error``          soft   the remote system failed (x.3.x, x.5.x)
-``other``                 class  nothing known: 5.x.x hard, 4.x.x soft
+``other``                 soft   nothing known (a reply no reason above matches)
 ========================  =====  ===================================================
 """
 
@@ -96,7 +98,8 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     ),
     (
         "sender-rejected",
-        r"sender (?:address |domain )?(?:rejected|refused|denied|not allowed|unknown|invalid"
+        r"sender (?:address |domain )?(?:was |is )?(?:rejected|refused|denied|not allowed|unknown"
+        r"|invalid"
         r"|verify failed)|(?:domain of|unknown|invalid|bad) sender(?:'s)?(?: address| domain)?"
         r"|sender (?:address |domain )?(?:does not exist|doesn'?t exist|not found|must exist)"
         r"|mail from (?:address |domain )?(?:rejected|refused|invalid|not (?:found|allowed))",
@@ -152,7 +155,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|recipient not recognized|addressee unknown|recipnotfound"
         r"|not listed in (?:the )?(?:domino directory|address book|public names)"
         r"|invalid final delivery userid|user not known|does not have a final email delivery point"
-        r"|recipient name is not recognized",
+        r"|recipient name is not recognized|no longer accepts mail",
     ),
     (
         "not-accepted",
@@ -209,19 +212,15 @@ def reason_of(status: str | None, diagnostic: str | None) -> Reason:
 
 
 def kind_of(reason: Reason, status: str | None) -> Literal["hard", "soft"] | None:
-    """Hard or soft by the reason, never hard under a transient (4.x.x) status; for
-    ``other``, by the status class (None without a status: nothing is known)."""
-    if status and status[0] == "4":
-        return "soft"
-    if reason in HARD:
+    """Hard only for a reason that says the address will never take mail, and never
+    under a transient (4.x.x) status; soft otherwise. None for ``other`` without a
+    status: nothing is known."""
+    klass = status[0] if status and status[0] in "45" else None
+    if reason == "other" and klass is None:
+        return None
+    if reason in HARD and klass != "4":
         return "hard"
-    if reason != "other":
-        return "soft"
-    if status and status[0] == "5":
-        return "hard"
-    if status and status[0] == "4":
-        return "soft"
-    return None
+    return "soft"
 
 
 def judge(failure: Failure) -> Failure:
@@ -232,7 +231,9 @@ def judge(failure: Failure) -> Failure:
     reason = reason_of(failure.status, failure.diagnostic)
     kind = kind_of(reason, failure.status)
     if kind is None:
-        # No status and a reason that says nothing: what the detector read (an Exim
-        # "permanent error" list is hard) stands.
-        return failure if failure.kind == "unknown" else replace(failure, reason=reason)
+        # No status and a reply that says nothing: the detector knew it failed (an
+        # Exim "permanent error" list), not that the address is dead.
+        return (
+            failure if failure.kind == "unknown" else replace(failure, kind="soft", reason=reason)
+        )
     return replace(failure, kind=kind, reason=reason)
