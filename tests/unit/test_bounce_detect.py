@@ -633,3 +633,30 @@ def test_a_dsn_wrapped_in_a_message_part_is_read() -> None:
     assert (report.detector, [f.recipient for f in report.failures]) == ("dsn", ["fay@example.org"])
     returned = wrapped.replace(b"multipart/report", b"multipart/mixed")
     assert detect(returned).failures == ()
+
+
+GROUPS = (
+    "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\n"
+    "X-Failed-Recipients: news-list@googlegroups.com\n"
+    "Subject: Delivery Status Notification (Failure)\n"
+    "Content-Type: text/plain; charset=UTF-8\n\n"
+    "Die Gruppe news-list existiert vielleicht nicht, oder Sie haben keine Berechtigung,\n"
+    "Nachrichten an sie zu senden.\n\n----- Original message -----\n\n"
+    "Message-ID: <orig1@example.com>\n"
+)
+
+
+def test_x_failed_recipients_alone_is_a_soft_failure_of_a_bounce() -> None:
+    """A bounce whose text no detector reads (Google Groups in the sender's language)
+    still names its failed address in X-Failed-Recipients: a soft failure with no status
+    and no reason of its own; from a person, the header means nothing."""
+    report = detect(GROUPS.encode())
+    assert report.detector == "failed-recipients"
+    assert report.original_message_id == "<orig1@example.com>"
+    assert [(f.recipient, f.kind, f.status, f.reason) for f in report.failures] == [
+        ("news-list@googlegroups.com", "soft", None, "other")
+    ]
+    person = GROUPS.replace("Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+                            "Ann <ann@example.org>").replace("Delivery Status Notification "
+                                                             "(Failure)", "hello")  # fmt: skip
+    assert detect(person.encode()).failures == ()

@@ -12,7 +12,9 @@ Detectors run in order and the first that yields wins:
    ``exchange`` (plain NDRs), ``exchange-legacy`` (Exchange 5.5 to 2003),
    ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text), and last
    ``qmail-like`` (qmail's body under a rewritten greeting) and ``listing`` (a
-   heading, then the failed addresses one a line).
+   heading, then the failed addresses one a line), and when none of them understood
+   the text, ``failed-recipients`` (the ``X-Failed-Recipients`` header: soft, no
+   status).
 3. ``autoreply``: vacation and out-of-office replies. They are not bounces; the
    report carries the replier's address with kind ``autoreply``.
 4. ``generic``: in a message whose sender or subject says it is a bounce, lines
@@ -56,6 +58,7 @@ from smtpeter.bounces.detectors import (
     exchange,
     exchange_legacy,
     exim,
+    failed_recipients,
     generic,
     gmail,
     listing,
@@ -97,6 +100,7 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("gmail", gmail.detect),
     ("qmail-like", qmail_like.detect),
     ("listing", listing.detect),
+    ("failed-recipients", failed_recipients.detect),
 )
 
 
