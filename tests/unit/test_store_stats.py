@@ -86,3 +86,67 @@ def test_the_stats_command_prints_the_same(conf: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == EXPECTED
+
+
+def reasoned(store: Store) -> None:
+    """shop: m1 bounced hard twice for ann (two reports) and soft for bob, and drew a
+    complaint; news: m5 bounced soft for cy, long ago. Delays are not bounces."""
+    message(store, "m1", "shop", "2026-11-01")
+    message(store, "m5", "news", "2026-11-01")
+
+    def bounce(uid: str, when: str, to: str, kind: str, reason: str) -> Event:
+        return Event("bounce", uid, when, recipient=to, detail={"kind": kind, "reason": reason})
+
+    store.record_events(
+        [
+            bounce("m1", "2026-11-20T10:00:00.000000Z", "ann@example.org", "hard", "user-unknown"),
+            bounce("m1", "2026-11-21T10:00:00.000000Z", "Ann@example.org", "hard", "user-unknown"),
+            bounce("m1", "2026-11-20T11:00:00.000000Z", "bob@example.org", "soft", "mailbox-full"),
+            Event("complaint", "m1", "2026-11-22T10:00:00.000000Z", recipient="cy@example.org",
+                  detail={"feedback_type": "abuse"}),
+            Event("delay", "m1", "2026-11-20T09:00:00.000000Z", recipient="dee@example.org",
+                  detail={"kind": "delay"}),
+            bounce("m5", "2026-11-02T10:00:00.000000Z", "cy@example.org", "soft", "blocked"),
+        ]
+    )  # fmt: skip
+
+
+def test_bounces_by_reason_count_events_and_distinct_recipients(conf: Path) -> None:
+    """--reasons: per login, kind and reason, how many bounces and how many distinct
+    recipients (ann twice is one recipient); a complaint by its feedback type; delays
+    never; --since by when the bounce came back, --login one login."""
+    store = open_store(load(conf).store)
+    reasoned(store)
+    assert store.bounce_reasons() == [
+        {"login": "news", "type": "bounce", "kind": "soft", "reason": "blocked", "events": 1,
+         "recipients": 1},
+        {"login": "shop", "type": "bounce", "kind": "hard", "reason": "user-unknown",
+         "events": 2, "recipients": 1},
+        {"login": "shop", "type": "bounce", "kind": "soft", "reason": "mailbox-full",
+         "events": 1, "recipients": 1},
+        {"login": "shop", "type": "complaint", "kind": "complaint", "reason": "abuse",
+         "events": 1, "recipients": 1},
+    ]  # fmt: skip
+    since = store.bounce_reasons(since="2026-11-21T00:00:00.000000Z")
+    assert [(r["kind"], r["events"]) for r in since] == [("hard", 1), ("complaint", 1)]
+    assert {r["login"] for r in store.bounce_reasons(login="news")} == {"news"}
+
+
+def test_the_stats_reasons_command_prints_a_table_and_json(conf: Path) -> None:
+    """`smtpeter stats --reasons` prints the same rows, as a table or JSON lines."""
+    reasoned(open_store(load(conf).store))
+    base = [sys.executable, "-m", "smtpeter", "--config", str(conf), "stats", "--reasons"]
+    table = subprocess.run([*base, "--login", "shop"], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    lines = [line.split() for line in table.stdout.splitlines()]
+    assert lines == [
+        ["LOGIN", "TYPE", "KIND", "REASON", "EVENTS", "RECIPIENTS"],
+        ["shop", "bounce", "hard", "user-unknown", "2", "1"],
+        ["shop", "bounce", "soft", "mailbox-full", "1", "1"],
+        ["shop", "complaint", "complaint", "abuse", "1", "1"],
+    ]
+    js = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=60)
+    assert [json.loads(line)["reason"] for line in js.stdout.splitlines()] == [
+        "blocked", "user-unknown", "mailbox-full", "abuse",
+    ]  # fmt: skip

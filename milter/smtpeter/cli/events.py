@@ -69,6 +69,12 @@ def add_parsers(sub: Any) -> None:
     )
     st.add_argument("--login", help="only this login")
     st.add_argument("--since", type=parse_since, metavar="T", help="e.g. 30d, 2026-11-01")
+    st.add_argument(
+        "--reasons",
+        action="store_true",
+        help="instead: bounces and complaints per login, kind and reason, by when they"
+        " came back (hard user-unknown, soft mailbox-full, complaint abuse, ...)",
+    )
     st.add_argument("--json", action="store_true", help="one JSON object per line")
 
     sp = sub.add_parser(
@@ -141,6 +147,8 @@ def _next_page(args: argparse.Namespace, last: int) -> str:
 
 def run_stats(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg.store, create=False)
+    if args.reasons:
+        return _print_reasons(store.bounce_reasons(login=args.login, since=args.since), args)
     rows = store.stats(login=args.login, since=args.since)
     if args.json:
         for row in rows:
@@ -151,6 +159,20 @@ def run_stats(args: argparse.Namespace, cfg: Config) -> int:
         print(
             f"{str(r['login'])[:24]:<24} {r['day']:<10} {r['messages']:>8} "
             f"{r['unique_opens']:>7} {r['unique_clicks']:>8} {r['bounces']:>8}"
+        )
+    return exits.OK
+
+
+def _print_reasons(rows: list[dict[str, object]], args: argparse.Namespace) -> int:
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return exits.OK
+    print(f"{'LOGIN':<24} {'TYPE':<9} {'KIND':<9} {'REASON':<18} {'EVENTS':>7} {'RECIPIENTS':>10}")
+    for r in rows:
+        print(
+            f"{str(r['login'])[:24]:<24} {r['type']:<9} {r['kind']:<9} "
+            f"{str(r['reason'])[:18]:<18} {r['events']:>7} {r['recipients']:>10}"
         )
     return exits.OK
 

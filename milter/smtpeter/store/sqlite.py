@@ -826,6 +826,34 @@ class SQLiteStore:
                 for r in rows
             ]
 
+    def bounce_reasons(
+        self, *, login: str | None = None, since: str | None = None
+    ) -> list[dict[str, object]]:
+        """Bounces and complaints recorded since ``since``, per login, event type, kind
+        (hard, soft; a complaint's kind is ``complaint``) and reason (a complaint's is
+        its feedback type): the events and the distinct recipients they name. By when
+        the bounce came back, not when the message was sent; read by the (type,
+        occurred_at) index, so the cost follows the bounces in the window."""
+        where, args = _where(
+            [
+                ("e.type IN ('bounce', 'complaint')", True),
+                ("e.occurred_at >= ?", since),
+                ("m.login = ?", login),
+            ]
+        )
+        with self._use("bounce reasons") as conn:
+            rows = conn.execute(
+                "SELECT COALESCE(m.login, '-') AS login, e.type AS type,"
+                " COALESCE(json_extract(e.detail, '$.kind'), e.type) AS kind,"
+                " COALESCE(json_extract(e.detail, '$.reason'),"
+                "   json_extract(e.detail, '$.feedback_type'), '-') AS reason,"
+                " COUNT(*) AS events, COUNT(DISTINCT lower(e.recipient)) AS recipients"
+                f" FROM events e LEFT JOIN messages m ON m.uid = e.message_uid {where}"
+                " GROUP BY 1, 2, 3, 4 ORDER BY 1, 5 DESC, 2, 3, 4",
+                args,
+            )
+            return [dict(r) for r in rows]
+
     def stats(
         self, *, login: str | None = None, since: str | None = None
     ) -> list[dict[str, object]]:
