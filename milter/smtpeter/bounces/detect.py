@@ -10,7 +10,11 @@ Detectors run in order and the first that yields wins:
 2. One small detector per common non-standard format: ``qmail``, ``yahoo``,
    ``exim``, ``postfix`` (pre-DSN plain text), ``sendmail`` (pre-DSN plain text),
    ``exchange`` (plain NDRs), ``exchange-legacy`` (Exchange 5.5 to 2003),
-   ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text), and last
+   ``smtp32`` (Ipswitch IMail), ``gmail`` (its old plain text), ``dma`` (DragonFly
+   Mail Agent), ``opensmtpd`` (its plain-text forms), ``zoho``, ``ezweb`` and
+   ``kddi`` (au), ``notes`` (Lotus Notes), ``trendmicro`` (InterScan), ``trouble``
+   ("We had trouble delivering your message"), ``amazonworkmail`` (its DSN written
+   as text), and last
    ``qmail-like`` (qmail's body under a rewritten greeting) and ``listing`` (a
    heading, then the failed addresses one a line), and when none of them understood
    the text, ``failed-recipients`` (the ``X-Failed-Recipients`` header: soft, no
@@ -53,22 +57,31 @@ import re
 
 from smtpeter.bounces.detectors import (
     Detector,
+    amazonworkmail,
     autoreply,
+    dma,
     dsn,
     exchange,
     exchange_legacy,
     exim,
+    ezweb,
     failed_recipients,
     generic,
     gmail,
+    kddi,
     listing,
+    notes,
+    opensmtpd,
     phrases,
     postfix,
     qmail,
     qmail_like,
     sendmail,
     smtp32,
+    trendmicro,
+    trouble,
     yahoo,
+    zoho,
 )
 from smtpeter.bounces.message import BounceMessage, read
 from smtpeter.bounces.reasons import judge
@@ -98,6 +111,15 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("exchange-legacy", exchange_legacy.detect),
     ("smtp32", smtp32.detect),
     ("gmail", gmail.detect),
+    ("dma", dma.detect),
+    ("opensmtpd", opensmtpd.detect),
+    ("zoho", zoho.detect),
+    ("ezweb", ezweb.detect),
+    ("kddi", kddi.detect),
+    ("notes", notes.detect),
+    ("trendmicro", trendmicro.detect),
+    ("trouble", trouble.detect),
+    ("amazonworkmail", amazonworkmail.detect),
     ("qmail-like", qmail_like.detect),
     ("listing", listing.detect),
     ("failed-recipients", failed_recipients.detect),

@@ -1,5 +1,6 @@
 """Exim's non-DSN bounce and delay warning: "The following address(es) failed:"
-or "... has not yet been delivered", then indented addresses and reasons."""
+or "... has not yet been delivered", then indented addresses and reasons; GMX's
+variant writes each address quoted (``"ADDR":``) and its reason unindented below."""
 
 from __future__ import annotations
 
@@ -47,13 +48,21 @@ def detect(msg: BounceMessage) -> list[Failure]:
     failures: list[Failure] = []
     # (address, reason lines, the alias it was generated from)
     entries: list[tuple[str, list[str], list[str]]] = []
+    unindented = False
     for line in section.split("\n"):
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
         generated = _GENERATED.match(line)
-        # Some Exim builds end the address line with a colon.
-        if indent <= 2 and (addr := address(line.strip().removesuffix(":"))):
+        quoted = _QUOTED.match(line)
+        if quoted and (addr := address(quoted.group(1))):
+            # GMX writes the address quoted, the reason unindented under it.
+            unindented = True
+            entries.append((addr, [], []))
+        elif unindented and entries:
+            entries[-1][1].append(line.strip())
+        elif indent <= 2 and (addr := address(line.strip().removesuffix(":"))):
+            # Some Exim builds end the address line with a colon.
             entries.append((addr, [], []))
         elif generated and entries:
             if alias := address(generated.group(1)):
@@ -78,3 +87,4 @@ def detect(msg: BounceMessage) -> list[Failure]:
 
 
 _GENERATED = re.compile(r"^\s*\(generated from ([^)\s]+)\)\s*$")
+_QUOTED = re.compile(r'^[ \t]*"([^"\s]+@[^"\s]+)":[ \t]*$')

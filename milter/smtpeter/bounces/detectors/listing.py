@@ -9,7 +9,9 @@ is permanent, else ``unknown``: the reason then decides). A text that says deliv
 will still be tried (a warning) makes every recipient a ``delay``. Read only in a
 message that says it is a bounce (sender or subject) or carries a delivery-status
 part; addresses must stand alone on their lines (with a bullet, quotes, brackets or
-``[SMTP:...]`` around them, and the reason after ``:`` or ``...``).
+``[SMTP:...]`` around them, and the reason after ``:`` or ``...`` or in brackets
+after them, ``addr [User unknown]``). "Delivery to the following recipients was
+aborted after N hour(s)" says it gave up: ``soft`` unless the reason says more.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from smtpeter.bounces.text import ADDR, RETURNED, address, text_failure, until
 _TABLE: tuple[tuple[str, Kind], ...] = (
     (r"The following recipients? did not receive (?:this|your) message:", "unknown"),
     (r"Del[ie]very to the following recipients? failed(?: permanently)?[.:]", "hard"),
-    (r"Del[ie]very to the following recipients? was aborted[^\n]*:", "unknown"),
+    (r"Del[ie]very to the following recipients? was aborted[^\n]*:", "soft"),
     (r"Message not delivered to the following addresses:", "hard"),
     (r"The following recipient\(s\) could not be reached:", "unknown"),
     (r"^-+ ?Failed Recipients ?-+", "unknown"),
     (r"^\|?-+ ?Failed addresses follow:? ?-+\|?", "hard"),
+    (r"^-+ ?The following addresses had delivery errors ?-+", "unknown"),
     (r"could not be delivered to the following (?:recipients|user)s?:", "unknown"),
     (r"(?:was not|could not be) delivered to:?[ \t]*$", "unknown"),
 )
@@ -40,7 +43,7 @@ _WARNING = re.compile(
 )
 _LINE = re.compile(
     rf"^[ \t]*(?:[*>-]{{1,2}}[ \t]*)?(?:Recipient:[ \t]*)?[\"'\[<(]*(?:SMTP:)?(?P<a>{ADDR})"
-    rf"[\"'\]>)]*(?:[ \t]*(?:\.\.\.|:)[ \t]*(?P<r>.*))?[ \t]*$",
+    rf"[\"'\]>)]*(?:[ \t]*(?:\.\.\.|:)[ \t]*(?P<r>.*)|[ \t]+\[(?P<b>[^\[\]\n]*)\])?[ \t]*$",
     re.I,
 )
 
@@ -70,7 +73,8 @@ def _listed(rest: str, kind: Kind) -> list[Failure]:
         if recipient is not None and m is not None:
             if pending:
                 failures.append(_failure(*pending, kind))
-            pending = (recipient, [m.group("r")] if m.group("r") else [])
+            why = m.group("r") or m.group("b")
+            pending = (recipient, [why] if why else [])
         elif not line.strip():
             if pending or failures:
                 break
