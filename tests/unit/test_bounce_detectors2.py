@@ -278,8 +278,8 @@ CASES: dict[str, tuple[bytes, str, list[Row]]] = {
     "notes": (
         plain(NOTES, sender="postmaster@example.org", subject="Undeliverable message"),
         "notes",
-        # (reasons.py does not know this Notes wording yet: soft, nothing proven.)
-        [("joe@example.org", None, "soft", "User not listed in public Name & Address Book")],
+        # Not in the public Name & Address Book: no such user, hard.
+        [("joe@example.org", None, "hard", "User not listed in public Name & Address Book")],
     ),
     "interscan": (
         plain(

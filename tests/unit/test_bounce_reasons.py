@@ -95,6 +95,8 @@ CASES = [
     ("5.7.1", "smtp; 550 5.7.1 Client host rejected: cannot find your reverse hostname,"
      " no PTR record", "blocked"),
     ("4.7.0", "smtp; 421 4.7.0 Too many concurrent SMTP connections", "network-error"),
+    (None, "DNS lookup failure: host mx.example.invalid not found", "host-unknown"),  # dma
+    (None, "User not listed in public Name & Address Book", "user-unknown"),  # Lotus Notes
     # A reply that names no reason: soft, even under 5.x.x (Sisimai's "undefined").
     ("5.0.0", "smtp; 550 Requested action not taken", "other"),
     ("5.0.0", "smtp; 554 Transaction failed", "other"),

@@ -139,6 +139,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "host-unknown",
         r"host (?:or domain name )?not found|unknown host|host unknown|unknown domain"
+        r"|dns lookup failure: host \S+ not found"
         r"|domain (?:name )?(?:not found|does not exist|doesn'?t exist|is invalid)"
         r"|no (?:mx|mail exchanger|such domain)|unrouteable (?:mail )?domain"
         r"|name service error|nxdomain|mail domain does not exist|no such host"
@@ -153,7 +154,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r" (?:recipient|mailbox|address|user)|does not exist|doesn'?t have an? .{0,40}account"
         r"|no mailbox|not a valid (?:recipient|mailbox|user)|unrouteable address"
         r"|recipient not recognized|addressee unknown|recipnotfound"
-        r"|not listed in (?:the )?(?:domino directory|address book|public names)"
+        r"|not listed in (?:the )?(?:domino directory|address book|public name)"
         r"|invalid final delivery userid|user not known|does not have a final email delivery point"
         r"|recipient name is not recognized|no longer accepts mail",
     ),
