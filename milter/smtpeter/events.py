@@ -29,3 +29,6 @@ class Event:
     login: str | None = None
     message_id: str | None = None
     id: int | None = None
+    # The message's x-smtpeter-tags and x-smtpeter-metadata, carried on its events.
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -119,7 +119,7 @@ def message(sender: str, to: str, *, html: bool = False) -> tuple[str, bytes]:
     msg["From"], msg["To"], msg["Subject"] = sender, to, f"test {mark}"
     msg["Message-ID"] = f"<{mark}@test.example>"
     msg["X-SMTPeter-InlineCSS"] = "true"
-    msg["x-smtpeter-tags"] = "must not arrive"
+    msg["x-smtpeter-tags"] = "must-not-arrive"
     if html:
         msg.set_content("plain\n")
         msg.add_alternative(STYLED, subtype="html")

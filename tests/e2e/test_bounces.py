@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pwd
 import re
+import smtplib
 import sqlite3
 import subprocess
 import sys
@@ -292,3 +293,24 @@ def test_a_feedback_report_to_the_feedback_address_over_smtp_is_a_complaint(
         assert client.mail("<a@example.com>")[0] == 250
         code, reply = client.rcpt("<gone@example.org>")
     assert code == 550 and b"suppressed for login" in reply and b"after a complaint" in reply
+
+
+def test_tags_and_metadata_ride_on_the_bounce_event(
+    stack: LocalStack, make_login: MakeLogin, store: Store
+) -> None:
+    """Tags and metadata sent in x-smtpeter-* headers through Postfix are on the bounce
+    event `smtpeter events --json` shows, and never reach the recipient; a tag with a
+    space is refused at the end of data with a 550 naming the header."""
+    user, password = make_login(trackbounces=True)
+    raw = simple("tagged", X_SMTPeter_Tags="newsletter, 2026-12",
+                 X_SMTPeter_Metadata='{"customer": "42"}')  # fmt: skip
+    mark = send(stack, user, password, raw, recipients=("gone@example.org",))
+    assert b"x-smtpeter" not in find_delivered(stack, mark).lower()
+    return_path = return_path_for(stack, store, message_uid(store, mark))
+    assert bounce_cli(stack, return_path, DSN).returncode == 0
+    [event] = events(stack, "--login", user, "--type", "bounce")
+    assert (event["tags"], event["metadata"]) == (["newsletter", "2026-12"], {"customer": "42"})
+    with pytest.raises(smtplib.SMTPDataError) as err:
+        send(stack, user, password, simple("bad", X_SMTPeter_Tags="news letter"))
+    assert err.value.smtp_code == 550
+    assert b"5.6.0 X-SMTPeter-Tags: invalid tag" in err.value.smtp_error

@@ -565,7 +565,7 @@ def test_a_rewrite_that_keeps_the_size_is_applied_whatever_the_limit(relay: Rela
     feed(message(html=html + "</body></html>"), login="inliner")
     [first] = relay.store.messages(queue_id=QID)
     growth = first.size_after - first.size_before
-    name = "x-smtpeter-tags"
+    name = "x-smtpeter-images"  # removed without effect, any value
     raw = message(f"{name}: " + "a" * (growth - len(name) - 4), html=html + "</body></html>")
     relay.size_limit = 1
     rc, ctx = feed(raw, login="inliner")

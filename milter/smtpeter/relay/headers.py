@@ -3,12 +3,15 @@
 Every header whose name starts with ``x-smtpeter-`` (any letter case) is an
 instruction to us and is removed before the message is queued. The four feature
 headers take ``true`` or ``false`` (any case, surrounding white space and folding
-ignored) and override the login's setting for one message. Other names (SMTPeter
-documents more, such as ``x-smtpeter-preventscam``) are removed without effect here.
+ignored) and override the login's setting for one message. ``x-smtpeter-tags``
+(``newsletter, 2026-12``) and ``x-smtpeter-metadata`` (a JSON object of string
+values) are stored with the message and carried on its events. Other names (SMTPeter
+documents more, such as ``x-smtpeter-images``) are removed without effect here.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 
@@ -19,7 +22,13 @@ PREFIX = "x-smtpeter-"
 OPTIONS: tuple[str, ...] = ("preventscam",)
 BOOLEAN_NAMES: tuple[str, ...] = (*NAMES, *OPTIONS)
 # SMTPeter's other documented instructions: accepted (and removed) without effect here.
-OTHER_NAMES: tuple[str, ...] = ("tags", "images")
+OTHER_NAMES: tuple[str, ...] = ("tags", "metadata", "images")
+# Limits on what one message carries to every one of its events.
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 64
+MAX_METADATA_BYTES = 2048
+MAX_METADATA_KEY = 64
+_TAG = re.compile(r"^[^\s;,\x00-\x1f\x7f]+$")
 KNOWN_NAMES: tuple[str, ...] = (*BOOLEAN_NAMES, *OTHER_NAMES)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
@@ -81,6 +90,59 @@ def parse_overrides(headers: Iterable[tuple[str, str]]) -> dict[str, bool]:
             raise HeaderError(name, raw, "conflicting values in repeated header (true and false)")
         out[feature] = value
     return out
+
+
+def _only(headers: Iterable[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    return [(n, v) for n, v in headers if n.lower() == PREFIX + name]
+
+
+def parse_tags(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The message's tags: ``x-smtpeter-tags`` is a comma-separated list (several
+    copies add up), each tag without white space or ';', at most MAX_TAG_LENGTH
+    characters, at most MAX_TAGS of them; duplicates are kept once, in order."""
+    tags: dict[str, None] = {}
+    for name, raw in _only(headers, "tags"):
+        for part in unfold(raw).split(","):
+            tag = part.strip()
+            if not tag:
+                continue
+            if not _TAG.match(tag) or len(tag) > MAX_TAG_LENGTH:
+                raise HeaderError(
+                    name, raw, f'invalid tag "{printable(tag, 24)}" (no white space or ";", at most'
+                    f" {MAX_TAG_LENGTH} characters)"
+                )  # fmt: skip
+            tags[tag] = None
+    if len(tags) > MAX_TAGS:
+        raise HeaderError(
+            _only(headers, "tags")[0][0], "", f"{len(tags)} tags (at most {MAX_TAGS})"
+        )
+    return tuple(tags)
+
+
+def parse_metadata(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``x-smtpeter-metadata``: one JSON object whose values are strings, at most
+    MAX_METADATA_BYTES of UTF-8 and keys of at most MAX_METADATA_KEY characters."""
+    found = _only(headers, "metadata")
+    if not found:
+        return {}
+    name, raw = found[0]
+    if len(found) > 1:
+        raise HeaderError(name, raw, "repeated header (give one JSON object)")
+    text = unfold(raw).strip()
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_METADATA_BYTES:
+        raise HeaderError(name, raw, f"longer than {MAX_METADATA_BYTES} bytes")
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise HeaderError(name, raw, f"invalid JSON ({printable(str(e), 80)})") from None
+    if not isinstance(value, dict):
+        raise HeaderError(name, raw, "expected a JSON object of string values")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise HeaderError(name, raw, f'value of "{printable(key)}" is not a string')
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise HeaderError(name, raw, f"keys are 1 to {MAX_METADATA_KEY} characters")
+    return value
 
 
 def printable(value: str, limit: int = 60) -> str:

@@ -40,7 +40,9 @@ from smtpeter.relay.headers import (
     HeaderError,
     check_names,
     is_instruction,
+    parse_metadata,
     parse_overrides,
+    parse_tags,
     printable,
 )
 from smtpeter.relay.mime import Rewrite
@@ -146,6 +148,9 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         # suppression policy) or, if that read failed, at end of headers.
         self.record: Login | None = None
         self.record_read = False
+        # x-smtpeter-tags and x-smtpeter-metadata, stored with the message.
+        self.tags: tuple[str, ...] = ()
+        self.metadata: dict[str, str] = {}
 
     def _log(self) -> _Adapter:
         who = self.login if self.api else f"({self.login})" if self.login else None
@@ -293,6 +298,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
         if login is None or not login.enabled:
             return None
         check_names(self.headers)
+        self.tags = parse_tags(self.headers)
+        self.metadata = parse_metadata(self.headers)
         overrides = parse_overrides(self.headers)
         self.preventscam = overrides.pop("preventscam", False)
         features = self.asked = login.features.with_overrides(overrides)
@@ -396,6 +403,8 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
                     size_before=size_before,
                     size_after=size_after,
                     skipped=tuple(self.skipped),
+                    tags=self.tags,
+                    metadata=self.metadata,
                 )
             )
         self._log().info(

@@ -214,4 +214,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (login, address, message_uid)
     ) WITHOUT ROWID;
     """,
+    # 7: a message's tags and metadata (x-smtpeter-tags, x-smtpeter-metadata), as JSON;
+    # NULL on the messages of earlier versions (read as none).
+    """
+    ALTER TABLE messages ADD COLUMN tags TEXT;
+    ALTER TABLE messages ADD COLUMN metadata TEXT;
+    """,
 )

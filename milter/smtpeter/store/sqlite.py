@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,6 +147,9 @@ class MessageRecord:
     skipped: tuple[str, ...] = ()
     # Public id used in tracking links (random, unique across relay nodes).
     uid: str | None = None
+    # x-smtpeter-tags and x-smtpeter-metadata, carried on every event of the message.
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def _now() -> str:
@@ -245,9 +248,9 @@ def _suppression(row: sqlite3.Row) -> Suppression:
 # The schema's trigger counts the message (its flags, daily_stats) as it goes in.
 _INSERT_MESSAGE = (
     "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
-    " features, size_before, size_after, created_at, skipped)"
+    " features, size_before, size_after, created_at, skipped, tags, metadata)"
     " VALUES (:uid, :queue_id, :message_id, :login, :sender, :recipients, :features,"
-    " :size_before, :size_after, :created_at, :skipped)"
+    " :size_before, :size_after, :created_at, :skipped, :tags, :metadata)"
 )
 # Events that came before their message (another node's tracker) get its login.
 _CLAIM_EVENTS = (
@@ -605,6 +608,8 @@ class SQLiteStore:
                 "size_after": m.size_after,
                 "created_at": m.created_at or _now(),
                 "skipped": json.dumps(list(m.skipped)),
+                "tags": json.dumps(list(m.tags)) if m.tags else None,
+                "metadata": json.dumps(m.metadata, ensure_ascii=False) if m.metadata else None,
             }
             for m in records
         ]
@@ -631,7 +636,8 @@ class SQLiteStore:
         with self._use("message list") as conn:
             rows = conn.execute(
                 "SELECT uid, queue_id, message_id, login, envelope_sender, recipients, features,"
-                f" size_before, size_after, created_at, skipped FROM messages {where}"
+                " size_before, size_after, created_at, skipped, tags, metadata"
+                f" FROM messages {where}"
                 " ORDER BY id DESC LIMIT ?",
                 (*args, limit),
             )
@@ -648,6 +654,8 @@ class SQLiteStore:
                     size_after=r["size_after"],
                     created_at=r["created_at"],
                     skipped=tuple(json.loads(r["skipped"])),
+                    tags=tuple(json.loads(r["tags"] or "[]")),
+                    metadata=json.loads(r["metadata"] or "{}"),
                 )
                 for r in rows
             ]
@@ -802,7 +810,7 @@ class SQLiteStore:
             where, args = _where([*filters, (f"{key} < ?", before)])
             rows = conn.execute(
                 "SELECT e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
-                " e.client_ip, e.detail, m.login, m.message_id,"
+                " e.client_ip, e.detail, m.login, m.message_id, m.tags, m.metadata,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
                 "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
                 f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
@@ -822,6 +830,8 @@ class SQLiteStore:
                     detail=json.loads(r["detail"]),
                     login=r["login"],
                     message_id=r["message_id"],
+                    tags=tuple(json.loads(r["tags"] or "[]")),
+                    metadata=json.loads(r["metadata"] or "{}"),
                 )
                 for r in rows
             ]
