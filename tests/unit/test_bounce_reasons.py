@@ -96,6 +96,12 @@ CASES = [
      " no PTR record", "blocked"),
     ("4.7.0", "smtp; 421 4.7.0 Too many concurrent SMTP connections", "network-error"),
     (None, "DNS lookup failure: host mx.example.invalid not found", "host-unknown"),  # dma
+    (None, "an MX or SRV record indicated no SMTP service", "not-accepted"),  # Exim
+    ("5.3.2", "521 5.3.2 <a@example.net>: Recipient address rejected: System not accept",
+     "not-accepted"),
+    ("5.1.0", "smtp; 550 #5.1.0 Address rejected.", "user-unknown"),
+    ("5.1.3", "501 5.1.3 <a@example.net>: Recipient address rejected: Bad destination",
+     "user-unknown"),
     (None, "User not listed in public Name & Address Book", "user-unknown"),  # Lotus Notes
     # A reply that names no reason: soft, even under 5.x.x (Sisimai's "undefined").
     ("5.0.0", "smtp; 550 Requested action not taken", "other"),

@@ -31,7 +31,8 @@ reason                    kind   what it means
 ``mailbox-disabled``      soft   mailbox suspended or disabled (x.2.1)
 ``host-unknown``          hard   the domain does not exist or has no mail host
                                  (5.1.2, 5.4.4)
-``user-unknown``          hard   no such mailbox (5.1.1, 5.1.10, 5.1.6 moved)
+``user-unknown``          hard   no such mailbox (5.1.1, 5.1.10, 5.1.6 moved; 5.1.0
+                                 and 5.1.3, a destination address refused)
 ``not-accepted``          hard   the domain accepts no mail at all (null MX)
 ``network-error``         soft   connection failures, too many connections (other
                                  x.4.x)
@@ -160,7 +161,8 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     ),
     (
         "not-accepted",
-        r"does not accept mail|null mx|no mail service|accepts no mail",
+        r"does not accept mail|null mx|no mail service|accepts no mail|no smtp service"
+        r"|system not accept",
     ),
 )
 _TEXT: Final = tuple((reason, re.compile(pattern)) for reason, pattern in _PATTERNS)
@@ -169,7 +171,9 @@ _TEXT: Final = tuple((reason, re.compile(pattern)) for reason, pattern in _PATTE
 _CODES: Final[dict[str, Reason]] = {
     "1.7": "sender-rejected",
     "1.8": "sender-rejected",
+    "1.0": "user-unknown",
     "1.1": "user-unknown",
+    "1.3": "user-unknown",
     "1.6": "user-unknown",
     "1.10": "user-unknown",
     "1.2": "host-unknown",
