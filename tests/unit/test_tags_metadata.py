@@ -13,9 +13,11 @@ from pathlib import Path
 import Milter
 import pytest
 
+from smtpeter import config as configmod
 from smtpeter.events import Event
 from smtpeter.relay.headers import HeaderError, parse_metadata, parse_tags
 from smtpeter.relay.milter import RelayContext
+from smtpeter.store import MessageRecord, Store, open_store
 from tests.unit.test_milter_testctx import delivered_headers, feed, message
 from tests.unit.test_milter_testctx import relay as relay
 
@@ -98,3 +100,74 @@ def test_two_metadata_headers_are_refused_and_folding_is_undone() -> None:
         parse_metadata([("X-SMTPeter-Metadata", "{}"), ("x-smtpeter-metadata", "{}")])
     assert parse_metadata([("X-SMTPeter-Metadata", '{"a":\r\n "b"}')]) == {"a": "b"}
     assert parse_tags([("X-SMTPeter-Tags", "a,\r\n b, ,c")]) == ("a", "b", "c")
+
+
+def tagged(store: Store, uid: str, login: str, day: str, tags: tuple[str, ...]) -> None:
+    store.record_message(
+        MessageRecord(
+            queue_id=f"Q{uid}", message_id=f"<{uid}@test>", login=login,
+            envelope_sender="s@example.com", recipients=("r@example.org",), features=(),
+            size_before=1, size_after=1, created_at=f"{day}T10:00:00.000000Z", uid=uid,
+            tags=tags,
+        )
+    )  # fmt: skip
+
+
+def test_events_and_stats_by_tag(tmp_path: Path) -> None:
+    """--tag: only the events and the per-day counts of the messages with that tag
+    (per login and day, the counters the other stats give); retention drops a pruned
+    message's tags with it."""
+    store = open_store(configmod.parse({"store": {"sqlite_path": str(tmp_path / "s.db")}},
+                                       "t").store)  # fmt: skip
+    tagged(store, "m1", "shop", "2026-11-01", ("newsletter", "2026-11"))
+    tagged(store, "m2", "shop", "2026-11-02", ("newsletter",))
+    tagged(store, "m3", "shop", "2026-11-02", ("receipt",))
+    tagged(store, "m4", "news", "2026-11-02", ())
+    store.record_events(
+        [Event("open", "m1", "2026-11-03T10:00:00.000000Z"),
+         Event("click", "m2", "2026-11-03T10:00:01.000000Z"),
+         Event("open", "m3", "2026-11-03T10:00:02.000000Z"),
+         Event("bounce", "m2", "2026-11-03T10:00:03.000000Z", recipient="r@example.org",
+               detail={"kind": "hard", "reason": "user-unknown"}),
+         Event("open", "m4", "2026-11-03T10:00:04.000000Z")]
+    )  # fmt: skip
+    newest_first = [(e.message_uid, e.type) for e in store.events(tag="newsletter")]
+    assert newest_first == [("m2", "bounce"), ("m2", "click"), ("m1", "open")]
+    assert [e.message_uid for e in store.events(tag="newsletter", limit=1, before=10**9)] == ["m2"]
+    assert store.events(tag="nothing") == []
+    assert store.stats(tag="newsletter") == [
+        {"login": "shop", "day": "2026-11-01", "messages": 1, "unique_opens": 1,
+         "unique_clicks": 0, "bounces": 0},
+        {"login": "shop", "day": "2026-11-02", "messages": 1, "unique_opens": 0,
+         "unique_clicks": 1, "bounces": 1},
+    ]  # fmt: skip
+    assert [r["day"] for r in store.stats(tag="newsletter", since="2026-11-02T00:00:00Z")] == [
+        "2026-11-02"
+    ]
+    assert [r["reason"] for r in store.bounce_reasons(tag="newsletter")] == ["user-unknown"]
+    assert store.bounce_reasons(tag="receipt") == []
+    while store.prune_step("2026-11-02T00:00:00.000000Z", batch=10):
+        pass
+    assert [r["day"] for r in store.stats(tag="newsletter")] == ["2026-11-02"]
+    assert [e.message_uid for e in store.events(tag="2026-11")] == []
+
+
+def test_the_commands_take_tag(tmp_path: Path) -> None:
+    """`smtpeter events --tag` and `smtpeter stats --tag`, as a sysadmin runs them; a
+    full page names the next one with the tag in it."""
+    db = tmp_path / "s.db"
+    conf = tmp_path / "c.yaml"
+    conf.write_text(f"store:\n  sqlite_path: {db}\n")
+    store = open_store(configmod.parse({"store": {"sqlite_path": str(db)}}, "t").store)
+    tagged(store, "m1", "shop", "2026-11-01", ("newsletter",))
+    tagged(store, "m2", "shop", "2026-11-01", ("receipt",))
+    store.record_events([Event("open", u, "2026-11-03T10:00:00.000000Z") for u in ("m1", "m2")])
+    base = [sys.executable, "-m", "smtpeter", "--config", str(conf)]
+    ev = subprocess.run([*base, "events", "--json", "--tag", "newsletter", "--limit", "1"],
+                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    assert [json.loads(line)["message_uid"] for line in ev.stdout.splitlines()] == ["m1"]
+    assert "--tag newsletter" in ev.stderr and "--before" in ev.stderr
+    st = subprocess.run([*base, "stats", "--json", "--tag", "receipt"], capture_output=True,
+                        text=True, timeout=60)  # fmt: skip
+    assert [json.loads(line)["unique_opens"] for line in st.stdout.splitlines()] == [1]

@@ -51,6 +51,7 @@ def add_parsers(sub: Any) -> None:
     ev.add_argument("--login", help="only messages sent by this login")
     ev.add_argument("--message", metavar="ID", help="a message's Message-ID, queue id or uid")
     ev.add_argument("--type", choices=EVENT_TYPES, help="only this kind of event")
+    ev.add_argument("--tag", help="only events of messages with this x-smtpeter-tags tag")
     ev.add_argument("--since", type=parse_since, metavar="T", help="e.g. 7d, 12h, 2026-11-01")
     ev.add_argument(
         "--before",
@@ -69,6 +70,7 @@ def add_parsers(sub: Any) -> None:
     )
     st.add_argument("--login", help="only this login")
     st.add_argument("--since", type=parse_since, metavar="T", help="e.g. 30d, 2026-11-01")
+    st.add_argument("--tag", help="only messages with this x-smtpeter-tags tag")
     st.add_argument(
         "--reasons",
         action="store_true",
@@ -114,6 +116,7 @@ def run_events(args: argparse.Namespace, cfg: Config) -> int:
         since=args.since,
         before=args.before,
         limit=args.limit,
+        tag=args.tag,
     )
     if args.json:
         for e in found:
@@ -134,7 +137,7 @@ def run_events(args: argparse.Namespace, cfg: Config) -> int:
 
 def _next_page(args: argparse.Namespace, last: int) -> str:
     words = ["smtpeter", *(["--config", args.config] if args.config else []), "events"]
-    for option in ("login", "message", "type", "limit"):
+    for option in ("login", "message", "type", "tag", "limit"):
         value = getattr(args, option)
         if value is not None and not (option == "limit" and value == 1000):
             words += [f"--{option}", str(value)]
@@ -148,8 +151,9 @@ def _next_page(args: argparse.Namespace, last: int) -> str:
 def run_stats(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg.store, create=False)
     if args.reasons:
-        return _print_reasons(store.bounce_reasons(login=args.login, since=args.since), args)
-    rows = store.stats(login=args.login, since=args.since)
+        found = store.bounce_reasons(login=args.login, since=args.since, tag=args.tag)
+        return _print_reasons(found, args)
+    rows = store.stats(login=args.login, since=args.since, tag=args.tag)
     if args.json:
         for row in rows:
             print(json.dumps(row))

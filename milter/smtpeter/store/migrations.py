@@ -215,9 +215,27 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     """,
     # 7: a message's tags and metadata (x-smtpeter-tags, x-smtpeter-metadata), as JSON;
-    # NULL on the messages of earlier versions (read as none).
+    # NULL on the messages of earlier versions (read as none). message_tags indexes
+    # the tags (by tag, then the message's row id, which grows with time) for
+    # `events --tag` and `stats --tag`; triggers keep it as messages come and go.
     """
     ALTER TABLE messages ADD COLUMN tags TEXT;
     ALTER TABLE messages ADD COLUMN metadata TEXT;
+    CREATE TABLE message_tags (
+        tag        TEXT NOT NULL,
+        message_id INTEGER NOT NULL,
+        PRIMARY KEY (tag, message_id)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER messages_tagged AFTER INSERT ON messages WHEN NEW.tags IS NOT NULL
+    BEGIN
+        INSERT INTO message_tags (tag, message_id)
+        SELECT value, NEW.id FROM json_each(NEW.tags) WHERE true
+        ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER messages_untagged AFTER DELETE ON messages WHEN OLD.tags IS NOT NULL
+    BEGIN
+        DELETE FROM message_tags
+        WHERE message_id = OLD.id AND tag IN (SELECT value FROM json_each(OLD.tags));
+    END
     """,
 )

@@ -758,6 +758,7 @@ class SQLiteStore:
         since: str | None = None,
         before: int | None = None,
         limit: int = 1000,
+        tag: str | None = None,
     ) -> list[Event]:
         """Events, newest first: in the reverse of the order the store recorded them
         (the tracker writes them as they come; a batch held back by a store outage
@@ -779,6 +780,12 @@ class SQLiteStore:
         filters: list[tuple[str, object | None]] = [
             ("+e.type = ?" if unbounded else "e.type = ?", type),
             ("e.occurred_at >= ?", since),
+            # A primary-key probe of message_tags per event read (newest first, up to
+            # a page of matches).
+            (
+                "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)",
+                tag,
+            ),
         ]
         source = "events e"
         key = "e.id"  # the order of the page, and what the cursor is compared with
@@ -836,8 +843,27 @@ class SQLiteStore:
                 for r in rows
             ]
 
+    def _tag_stats(self, tag: str, login: str | None, since: str | None) -> list[dict[str, object]]:
+        """stats() of the messages with ``tag``: their own counters, read through
+        message_tags (by tag, then the messages in the order they came), so the cost
+        follows the tag's messages, not the store."""
+        where, args = _where(
+            [("t.tag = ?", tag), ("m.created_at >= ?", since), ("m.login = ?", login)]
+        )
+        with self._use("stats") as conn:
+            rows = conn.execute(
+                "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
+                " COUNT(*) AS messages, SUM(COALESCE(m.opened, 0)) AS unique_opens,"
+                " SUM(COALESCE(m.clicked, 0)) AS unique_clicks,"
+                " SUM(COALESCE(m.bounces, 0)) AS bounces"
+                " FROM message_tags t CROSS JOIN messages m ON m.id = t.message_id"
+                f" {where} GROUP BY 1, 2 ORDER BY 1, 2",
+                args,
+            )
+            return [dict(r) for r in rows]
+
     def bounce_reasons(
-        self, *, login: str | None = None, since: str | None = None
+        self, *, login: str | None = None, since: str | None = None, tag: str | None = None
     ) -> list[dict[str, object]]:
         """Bounces and complaints recorded since ``since``, per login, event type, kind
         (hard, soft; a complaint's kind is ``complaint``) and reason (a complaint's is
@@ -849,6 +875,10 @@ class SQLiteStore:
                 ("e.type IN ('bounce', 'complaint')", True),
                 ("e.occurred_at >= ?", since),
                 ("m.login = ?", login),
+                (
+                    "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)",
+                    tag,
+                ),
             ]
         )
         with self._use("bounce reasons") as conn:
@@ -865,7 +895,7 @@ class SQLiteStore:
             return [dict(r) for r in rows]
 
     def stats(
-        self, *, login: str | None = None, since: str | None = None
+        self, *, login: str | None = None, since: str | None = None, tag: str | None = None
     ) -> list[dict[str, object]]:
         """Per login and per day the messages were sent: messages, unique opens, unique
         clicks (distinct messages opened or clicked), bounces (bounce events of those
@@ -877,6 +907,8 @@ class SQLiteStore:
         messages at most, by index), unless that day was pruned (retention_days): then
         the day's row is given whole. While an upgrade's backfill has not counted every
         older message yet, everything is counted live (correct, slower)."""
+        if tag is not None:
+            return self._tag_stats(tag, login, since)
         with self._use("stats") as conn:
             if _state(conn, "backfill_messages") > 0:
                 return _stats_live(conn, login, since, None)
