@@ -166,20 +166,17 @@ def test_a_report_without_a_return_path_finds_the_message_by_its_message_id(
     Message-ID names it; of two messages with that Message-ID, the one sent to the
     recipient the report names."""
     cfg = make_config(tmp_path, good_sendmail, feedback_address=FBL)
-    store.record_message(
-        MessageRecord(
-            queue_id="4XyZ9", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
-            login="alice", envelope_sender=SENDER, recipients=("other@example.org",),
-            features=(), size_before=1, size_after=1, uid="other0message000",
-        )
-    )  # fmt: skip
-    store.record_message(
-        MessageRecord(
-            queue_id="4XyZ8", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
-            login="bob", envelope_sender=SENDER, recipients=("<Gone@example.org>",),
-            features=(), size_before=1, size_after=1, uid="right0message000",
-        )
-    )  # fmt: skip
+    for login, recipient, uid in (
+        ("alice", "other@example.org", "other0message000"),
+        ("bob", "<Gone@example.org>", "right0message000"),
+    ):
+        store.record_message(
+            MessageRecord(
+                queue_id=f"Q{uid[:5]}", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.com>",
+                login=login, envelope_sender=SENDER, recipients=(recipient,), features=(),
+                size_before=1, size_after=1, uid=uid,
+            )
+        )  # fmt: skip
     outcome = process(to_fbl(ARF, b"owner@example.com"), FBL, cfg, store=store)
     assert outcome.status == EX_OK, outcome.what
     assert [(e.type, e.recipient) for e in store.events(message="right0message000")] == [

@@ -150,3 +150,18 @@ def test_the_stats_reasons_command_prints_a_table_and_json(conf: Path) -> None:
     assert [json.loads(line)["reason"] for line in js.stdout.splitlines()] == [
         "blocked", "user-unknown", "mailbox-full", "abuse",
     ]  # fmt: skip
+
+
+def test_the_stats_table_has_a_heading_and_a_row_a_day(conf: Path) -> None:
+    """Without --json: one heading, then one line per login and day, in columns."""
+    filled(conf)
+    result = subprocess.run(
+        [sys.executable, "-m", "smtpeter", "--config", str(conf), "stats"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["LOGIN", "DAY", "MESSAGES", "OPENED", "CLICKED", "BOUNCES"],
+        *([str(r[k]) for k in ("login", "day", "messages", "unique_opens", "unique_clicks",
+                               "bounces")] for r in EXPECTED),
+    ]  # fmt: skip

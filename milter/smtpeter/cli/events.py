@@ -148,36 +148,34 @@ def _next_page(args: argparse.Namespace, last: int) -> str:
     return shlex.join([*words, "--before", str(last)])
 
 
+# (key, heading, width; a negative width is right-aligned) of each column.
+_STATS_COLUMNS = (("login", "LOGIN", 24), ("day", "DAY", 10), ("messages", "MESSAGES", -8),
+                  ("unique_opens", "OPENED", -7), ("unique_clicks", "CLICKED", -8),
+                  ("bounces", "BOUNCES", -8))  # fmt: skip
+_REASON_COLUMNS = (("login", "LOGIN", 24), ("type", "TYPE", 9), ("kind", "KIND", 9),
+                   ("reason", "REASON", 18), ("events", "EVENTS", -7),
+                   ("recipients", "RECIPIENTS", -10))  # fmt: skip
+
+
 def run_stats(args: argparse.Namespace, cfg: Config) -> int:
     store = open_store(cfg.store, create=False)
     if args.reasons:
-        found = store.bounce_reasons(login=args.login, since=args.since, tag=args.tag)
-        return _print_reasons(found, args)
-    rows = store.stats(login=args.login, since=args.since, tag=args.tag)
+        rows = store.bounce_reasons(login=args.login, since=args.since, tag=args.tag)
+    else:
+        rows = store.stats(login=args.login, since=args.since, tag=args.tag)
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return exits.OK
-    print(f"{'LOGIN':<24} {'DAY':<10} {'MESSAGES':>8} {'OPENED':>7} {'CLICKED':>8} {'BOUNCES':>8}")
-    for r in rows:
-        print(
-            f"{str(r['login'])[:24]:<24} {r['day']:<10} {r['messages']:>8} "
-            f"{r['unique_opens']:>7} {r['unique_clicks']:>8} {r['bounces']:>8}"
-        )
-    return exits.OK
+    columns = _REASON_COLUMNS if args.reasons else _STATS_COLUMNS
 
+    def cell(value: object, width: int) -> str:
+        text = str(value)[: abs(width)]
+        return text.rjust(-width) if width < 0 else text.ljust(width)
 
-def _print_reasons(rows: list[dict[str, object]], args: argparse.Namespace) -> int:
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-        return exits.OK
-    print(f"{'LOGIN':<24} {'TYPE':<9} {'KIND':<9} {'REASON':<18} {'EVENTS':>7} {'RECIPIENTS':>10}")
+    print(" ".join(cell(heading, width) for _, heading, width in columns).rstrip())
     for r in rows:
-        print(
-            f"{str(r['login'])[:24]:<24} {r['type']:<9} {r['kind']:<9} "
-            f"{str(r['reason'])[:18]:<18} {r['events']:>7} {r['recipients']:>10}"
-        )
+        print(" ".join(cell(r[key], width) for key, _, width in columns).rstrip())
     return exits.OK
 
 
