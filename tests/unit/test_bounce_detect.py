@@ -660,3 +660,27 @@ def test_x_failed_recipients_alone_is_a_soft_failure_of_a_bounce() -> None:
                             "Ann <ann@example.org>").replace("Delivery Status Notification "
                                                              "(Failure)", "hello")  # fmt: skip
     assert detect(person.encode()).failures == ()
+
+
+RENAMED_POSTFIX = (
+    "From: MAILER-DAEMON@mail1.example.com (Mail Delivery System)\n"
+    "Subject: Undelivered Mail Returned to Sender\n\n"
+    "This is the Keftamail program at host mail1.example.com.\n\n"
+    "I'm sorry to have to inform you that the message returned\n"
+    "below could not be delivered to one or more destinations.\n\n"
+    "\t\t\tThe Keftamail program\n\n"
+    "<ann@example.net>: permission denied. Command output: Mail quota\n    exceeded.\n"
+)
+
+
+def test_an_old_postfix_under_another_mail_name_is_read() -> None:
+    """Older Postfix greets with its mail_name, which sites rename ("This is the
+    Keftamail program at host ..."): read as Postfix when its apology follows, and not
+    from the greeting alone."""
+    report = detect(RENAMED_POSTFIX.encode())
+    assert report.detector == "postfix"
+    assert [(f.recipient, f.kind, f.reason) for f in report.failures] == [
+        ("ann@example.net", "soft", "mailbox-full")
+    ]
+    greeting_only = RENAMED_POSTFIX.replace("I'm sorry to have to inform you that", "Note:")
+    assert detect(greeting_only.encode()).detector != "postfix"

@@ -1,5 +1,7 @@
 """Postfix's pre-DSN plain text: "This is the mail system at host ..." (or "the
-Postfix program"), ``<addr>: reason`` paragraphs; its warnings are delays."""
+Postfix program"; older versions say "the $mail_name program", which sites rename:
+"the Postfix on SuSE Linux program", then "I'm sorry to have to inform you that"),
+``<addr>: reason`` paragraphs; its warnings are delays."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ def detect(msg: BounceMessage) -> list[Failure]:
     m = re.search(
         r"This is the (?:mail system|Postfix program) at host ([^\s]+?)\.?\s*$", text, re.M
     )
+    if not m and re.search(r"^I'm sorry to have to inform you that", text, re.M):
+        m = re.search(r"^This is the [^\n]{1,80}? program at host ([^\s]+?)\.?\s*$", text, re.M)
     if not m:
         return []
     if re.search(r"successfully delivered|delivery status report", text, re.I):
