@@ -273,8 +273,26 @@ def _garbage(path: str) -> None:
         ("open", lambda s: SQLiteStore(s.path)),
         ("read", lambda s: s.schema_version()),
         ("backfill check", lambda s: s.backfill_pending()),
+        ("suppression add", lambda s: s.suppress("shop", "a@example.org", "user-unknown")),
+        ("soft bounce count", lambda s: s.count_soft_bounce("shop", "a@example.org", "m1", "x")),
+        ("suppression lookup", lambda s: s.suppression("shop", "a@example.org")),
+        ("suppression list", lambda s: s.suppressions()),
+        ("suppression remove", lambda s: s.unsuppress("shop", "a@example.org")),
+        ("bounce lookup", lambda s: s.bounce_forwarded("m1", "a@example.org")),
+        ("bounce forwarded", lambda s: s.mark_bounce_forwarded("m1", "a@example.org")),
     ],
-    ids=["open", "read", "backfill-check"],
+    ids=[
+        "open",
+        "read",
+        "backfill-check",
+        "suppress",
+        "soft-bounce",
+        "lookup",
+        "list",
+        "unsuppress",
+        "forwarded?",
+        "forward",
+    ],
 )
 def test_a_store_file_that_is_not_a_database_says_which_operation_failed(
     store: SQLiteStore, operation: str, call: Callable[[SQLiteStore], object]
