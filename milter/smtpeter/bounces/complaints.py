@@ -49,6 +49,20 @@ def _bare(value: str) -> str | None:
     return address.lower() if "@" in address and " " not in address else None
 
 
+def _values(fields: Message, name: str) -> list[str]:
+    """A field's values as text, bytes that are not ASCII read as UTF-8 (for such a
+    field the email package gives a Header object, not a string)."""
+    return [
+        value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        for key, value in fields.raw_items()
+        if key.lower() == name.lower()
+    ]
+
+
+def _value(fields: Message, name: str) -> str:
+    return next(iter(_values(fields, name)), "")
+
+
 def _fields(part: Message) -> Message | None:
     """The report's fields: the body of the message/feedback-report part, which the
     email package reads either as a sub-message or as text."""
@@ -82,11 +96,12 @@ def _returned(msg: Message) -> Message | None:
     """The returned message or its headers (the report's third part), as a message."""
     for part in msg.walk():
         ptype = part.get_content_type()
-        if ptype in ("message/rfc822", "message/global"):
+        # The email package reads every message/* part as a sub-message, headers only too.
+        if ptype in ("message/rfc822", "message/global", "message/global-headers"):
             inner = part.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 return inner[0]
-        elif ptype in ("text/rfc822-headers", "message/global-headers"):
+        elif ptype == "text/rfc822-headers":
             raw = part.get_payload(decode=True)
             if isinstance(raw, bytes):
                 return email.message_from_bytes(raw.lstrip(b"\r\n"), policy=email.policy.compat32)
@@ -104,20 +119,20 @@ def _read(msg: Message) -> Complaint | None:
         fields = _fields(part)
         if fields is None:
             return None
-        recipients = [a for a in map(_bare, fields.get_all("Original-Rcpt-To") or []) if a]
-        mta = " ".join((fields.get("Reporting-MTA") or "").split()) or None
+        recipients = [a for a in map(_bare, _values(fields, "Original-Rcpt-To")) if a]
+        mta = " ".join(_value(fields, "Reporting-MTA").split()) or None
         if mta and ";" in mta:
             mta = mta.split(";", 1)[1].strip() or None
         returned = _returned(msg)
-        paths = [str(fields.get("Original-Mail-From") or "")]
+        paths = [_value(fields, "Original-Mail-From")]
         paths += [str(v) for v in (returned.get_all("Return-Path") or [])] if returned else []
         bare = [addresses.key(p) for p in paths]
         return Complaint(
-            feedback_type=(fields.get("Feedback-Type") or "other").strip().lower()[:64],
+            feedback_type=(_value(fields, "Feedback-Type").strip() or "other").lower()[:64],
             recipient=recipients[0] if len(recipients) == 1 else None,
             reporting_mta=mta,
-            user_agent=" ".join((fields.get("User-Agent") or "").split())[:200] or None,
-            arrival_date=" ".join((fields.get("Arrival-Date") or "").split()) or None,
+            user_agent=" ".join(_value(fields, "User-Agent").split())[:200] or None,
+            arrival_date=" ".join(_value(fields, "Arrival-Date").split()) or None,
             return_paths=tuple(dict.fromkeys(p for p in bare if "@" in p)),
             message_id=message_id(header_of(returned, "message-id")) if returned else None,
         )
