@@ -171,3 +171,45 @@ def test_the_commands_take_tag(tmp_path: Path) -> None:
     st = subprocess.run([*base, "stats", "--json", "--tag", "receipt"], capture_output=True,
                         text=True, timeout=60)  # fmt: skip
     assert [json.loads(line)["unique_opens"] for line in st.stdout.splitlines()] == [1]
+
+
+def test_the_limits_themselves_are_allowed() -> None:
+    """Exactly 20 tags of exactly 64 characters, and metadata of exactly 2048 bytes with
+    a key of exactly 64 characters, are accepted: the limits are "at most"."""
+    tags = [f"{i:02d}" + "t" * 62 for i in range(20)]
+    assert parse_tags([("X-SMTPeter-Tags", ",".join(tags))]) == tuple(tags)
+    key = "k" * 64
+    padding = 2048 - len(json.dumps({key: ""}))
+    exact = json.dumps({key: "v" * padding})
+    assert len(exact.encode()) == 2048
+    assert parse_metadata([("X-SMTPeter-Metadata", exact)]) == {key: "v" * padding}
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "message"),
+    [
+        ("X-SMTPeter-Metadata", '["a"]',
+         "X-SMTPeter-Metadata: expected a JSON object of string values"),
+        # A JSON error long enough to be cut at 80 characters (77 and "...").
+        ("X-SMTPeter-Metadata", "{" + " " * 1990 + "x",
+         "X-SMTPeter-Metadata: invalid JSON (Expecting property name enclosed in double"
+         " quotes: line 1 column 1992 (char 1...)"),
+        ("X-SMTPeter-Tags", "ok, " + "x" * 30 + " y",
+         'X-SMTPeter-Tags: invalid tag "' + "x" * 21 + '..." (no white space or ";", at most'
+         " 64 characters)"),
+    ],
+    ids=["not-an-object", "long-json-error", "long-bad-tag"],
+)  # fmt: skip
+def test_the_error_texts_in_full(header: str, value: str, message: str) -> None:
+    """What the sender reads after 550 5.6.0, word for word, with long values cut."""
+    parse = parse_metadata if header.endswith("Metadata") else parse_tags
+    with pytest.raises(HeaderError) as err:
+        parse([(header, value)])
+    assert str(err.value) == message
+
+
+def test_a_repeated_metadata_header_names_the_first_copy() -> None:
+    """Two metadata headers: the error names the header as the sender wrote it first."""
+    with pytest.raises(HeaderError) as err:
+        parse_metadata([("X-SMTPeter-Metadata", "{}"), ("x-smtpeter-metadata", "{}")])
+    assert str(err.value) == "X-SMTPeter-Metadata: repeated header (give one JSON object)"
