@@ -258,6 +258,8 @@ _CLAIM_EVENTS = (
     " SELECT :login, id FROM events WHERE message_uid = :uid"
     " ON CONFLICT (login, event_id) DO NOTHING"
 )
+# The message m (joined to an event) has the tag given as the parameter.
+_TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)"
 _INSERT_EVENT = (
     "INSERT INTO events (type, occurred_at, message_uid, recipient, url, user_agent,"
     " client_ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -782,10 +784,7 @@ class SQLiteStore:
             ("e.occurred_at >= ?", since),
             # A primary-key probe of message_tags per event read (newest first, up to
             # a page of matches).
-            (
-                "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)",
-                tag,
-            ),
+            (_TAGGED, tag),
         ]
         source = "events e"
         key = "e.id"  # the order of the page, and what the cursor is compared with
@@ -875,10 +874,7 @@ class SQLiteStore:
                 ("e.type IN ('bounce', 'complaint')", True),
                 ("e.occurred_at >= ?", since),
                 ("m.login = ?", login),
-                (
-                    "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)",
-                    tag,
-                ),
+                (_TAGGED, tag),
             ]
         )
         with self._use("bounce reasons") as conn:
