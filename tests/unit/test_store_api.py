@@ -17,8 +17,9 @@ from smtpeter.events import Event
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
 from smtpeter.store import MessageRecord, StoreError
+from smtpeter.store.maintenance import statements as _statements
 from smtpeter.store.migrations import MIGRATIONS
-from smtpeter.store.sqlite import SQLiteStore, _locked, _statements
+from smtpeter.store.sqlite import SQLiteStore, _locked
 from smtpeter.tracker.signing import SigningKey
 
 

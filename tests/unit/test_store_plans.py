@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from smtpeter.events import Event
-from smtpeter.store import MessageRecord, Store
+from smtpeter.store import MessageRecord, Store, upkeep
 from smtpeter.store.migrations import MIGRATIONS
 from smtpeter.store.sqlite import SQLiteStore
 
@@ -83,24 +83,44 @@ def test_served_by_indexes(store: Store, call: Callable[[Store], object]) -> Non
         assert "INDEX" in plan or "PRIMARY KEY" in plan, plan
 
 
-def test_events_of_a_message_are_read_by_its_uid(store: Store) -> None:
-    (plan,) = plans(store, lambda: store.events(message="<7@test>", type="bounce"))
+def test_events_of_a_message_are_read_by_message_events(store: Store) -> None:
+    """events --message resolves the message by each of its names through its own index,
+    then reads its events' ids by message_events, orphan_events and the tail of events
+    above the watermark (by id): no index keyed by the random uid."""
+    (plan,) = [
+        p for p in plans(store, lambda: store.events(message="<7@test>", type="bounce"))
+        if "store_state" not in p
+    ]  # fmt: skip
     assert "SEARCH messages USING INDEX messages_message_id (message_id=?)" in plan, plan
     assert "SEARCH messages USING INDEX messages_queue_id (queue_id=?)" in plan, plan
-    assert "USING COVERING INDEX events_message_type" in plan or (
-        "USING INDEX events_message_type (message_uid=? AND type=?)" in plan
-    ), plan
+    assert "SEARCH me USING PRIMARY KEY (message_id=?)" in plan, plan
+    assert "SEARCH orphan_events USING PRIMARY KEY (message_uid=?)" in plan, plan
+    assert "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+    assert "events_message_type" not in plan, plan
+
+
+def _old_schema(path: str, version: int) -> sqlite3.Connection:
+    old = sqlite3.connect(path)
+    for script in MIGRATIONS[:version]:
+        old.executescript(script)
+    old.execute(f"PRAGMA user_version = {version}")
+    return old
+
+
+def _indexes(path: str) -> set[str]:
+    conn = sqlite3.connect(path)
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    conn.close()
+    return names
 
 
 def test_a_store_of_the_previous_version_gets_the_indexes(tmp_path: Path) -> None:
+    """An older store with no events yet is upgraded straight to the new reads."""
     path = str(tmp_path / "old.db")
-    old = sqlite3.connect(path)
-    for script in MIGRATIONS[:3]:
-        old.executescript(script)
-    old.execute("PRAGMA user_version = 3")
-    old.close()
+    _old_schema(path, 3).close()
     store = SQLiteStore(path)
     assert store.schema_version() == len(MIGRATIONS)
+    assert "events_message_type" not in _indexes(path)
     store.record_message(
         MessageRecord(
             queue_id="Q1", message_id="<1@test>", login="l", envelope_sender="s@example.com",
@@ -111,8 +131,48 @@ def test_a_store_of_the_previous_version_gets_the_indexes(tmp_path: Path) -> Non
     store.record_events([Event("bounce", "u1", "2026-11-01T11:00:00Z")])
     assert [e.type for e in store.events(message="Q1")] == ["bounce"]
     assert store.stats()[0]["bounces"] == 1
-    (plan,) = plans(store, lambda: store.events(message="<1@test>"))
-    assert "messages_message_id" in plan and "events_message_type" in plan, plan
+    plan = "\n".join(plans(store, lambda: store.events(message="<1@test>")))
+    assert "messages_message_id" in plan and "SEARCH me USING PRIMARY KEY" in plan, plan
+
+
+def test_an_upgraded_store_reads_the_old_index_until_message_events_caught_up(
+    tmp_path: Path,
+) -> None:
+    """A store of schema 7 with events keeps reading a message's events by the old
+    index (message_events is empty); upkeep indexes them in batches, then drops the old
+    index, and every message's events read the same before and after."""
+    path = str(tmp_path / "old.db")
+    old = _old_schema(path, 7)
+    old.executemany(
+        "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+        " features, size_before, size_after, created_at)"
+        " VALUES (?, ?, ?, 'l', 's@example.com', '[]', '[]', 1, 1, '2026-11-01T10:00:00Z')",
+        [(f"u{i}", f"Q{i}", f"<{i}@test>") for i in range(30)],
+    )
+    # Events of 31 uids: the last one's message is not in the store.
+    old.executemany(
+        "INSERT INTO events (type, occurred_at, message_uid) VALUES (?, ?, ?)",
+        [(("open", "click", "bounce")[i % 3], "2026-11-01T12:00:00Z", f"u{i % 31}")
+         for i in range(200)],
+    )  # fmt: skip
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert "events_message_type" in _indexes(path)
+    before = {i: [e.id for e in store.events(message=f"u{i}")] for i in range(31)}
+    assert sum(map(len, before.values())) == 200 and before[30]
+    plan = "\n".join(plans(store, lambda: store.events(message="<3@test>")))
+    assert "events_message_type" in plan and "SEARCH me " not in plan, plan
+    assert store.index_step(batch=70) == 70
+    assert store.upkeep_status()["events_not_indexed"] == 130
+    assert [e.id for e in store.events(message="u3")] == before[3]
+    done = upkeep.run(store, retention_days=0, batch=50, pause=0)
+    assert done.indexed == 130
+    assert "events_message_type" not in _indexes(path)
+    assert store.upkeep_status()["message_events_read"] is True
+    assert {i: [e.id for e in store.events(message=f"u{i}")] for i in range(31)} == before
+    plan = "\n".join(plans(store, lambda: store.events(message="<3@test>")))
+    assert "events_message_type" not in plan and "SEARCH me USING PRIMARY KEY" in plan, plan
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,19 @@ def _time(rng: random.Random, day: str) -> str:
     return f"{day}T{h:02d}:{m:02d}:{s:02d}.{us:06d}Z"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["tail", "indexed"])
 def generated(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> tuple[Store, list[MessageRecord], list[Event]]:
+    """The events in the order written. "tail": none in message_events (read from the
+    tail above the watermark); "indexed": the writers index every 300, and a third of
+    the events come before their message (another node's tracker), so they are
+    orphans first, then claimed by the message."""
     rng = random.Random(20261117)
-    store = SQLiteStore(str(tmp_path_factory.mktemp("recount") / "smtpeter.db"))
+    indexed = request.param == "indexed"
+    store = SQLiteStore(
+        str(tmp_path_factory.mktemp("recount") / "smtpeter.db"), index_lag=300 if indexed else 0
+    )
     messages: list[MessageRecord] = []
     events: list[Event] = []
     for i in range(3000):
@@ -43,7 +50,6 @@ def generated(
             features=(), size_before=1, size_after=1,
             created_at=_time(rng, rng.choice(DAYS)), uid=uid,
         )  # fmt: skip
-        store.record_message(m)
         messages.append(m)
         if uid is None:
             continue
@@ -53,8 +59,15 @@ def generated(
     for k in range(200):  # events whose message the store never saw
         events.append(Event(rng.choice(TYPES), f"unknown{k}", _time(rng, rng.choice(DAYS))))
     rng.shuffle(events)
-    for b in range(0, len(events), 500):
+    early = events[: len(events) // 3] if indexed else []
+    for b in range(0, len(early), 500):
+        store.record_events(early[b : b + 500])
+    for m in messages:
+        store.record_message(m)
+    for b in range(len(early), len(events), 500):
         store.record_events(events[b : b + 500])
+    status = store.upkeep_status()
+    assert (status["events_not_indexed"] == len(events)) != indexed, status
     assert len(events) > 5000 and {e.type for e in events} == set(TYPES)
     return store, messages, events
 

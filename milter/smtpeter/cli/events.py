@@ -189,6 +189,7 @@ def run_store(args: argparse.Namespace, cfg: Config) -> int:
         done = upkeep.run(store, retention_days=days)
         report: dict[str, object] = {
             "backfilled": done.backfilled,
+            "indexed": done.indexed,
             "pruned": done.pruned,
             "longest_step_ms": round(done.longest_step * 1000, 1),
         }

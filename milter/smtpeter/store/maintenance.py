@@ -17,11 +17,23 @@ leaves the store consistent and the next run goes on where it was:
 ``pruned_before``
     the oldest time retention kept: stats takes a day before it whole from
     daily_stats.
+``message_events``
+    set (to ``read``) by migration 8's switch: the old by-uid index of events is gone
+    and a message's events are read by message_events.
+``indexed_events``
+    the highest event id in message_events (or orphan_events): the index of a
+    message's events is filled behind the writers, in sorted batches; readers read the
+    events above it from the events table itself (a short tail, by id).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Iterator
+
+from smtpeter.events import EVENT_TYPES
+from smtpeter.store.migrations import INDEX_SWITCH
 
 _COUNT_MESSAGES = """
     INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces)
@@ -67,6 +79,30 @@ _KEEP_BOUNCE_IDS = """
     GROUP BY message_uid, json_extract(detail, '$.bounce_id')
     ON CONFLICT (identity) DO NOTHING
 """
+
+
+# A batch of events by id, into the index of a message's events in the index's own
+# order: each leaf page is written once for all the batch's entries on it, however
+# random the messages (the entries of recent messages are together at the end).
+_INDEX_EVENTS = """
+    INSERT INTO message_events (message_id, event_id)
+    SELECT m.id, e.id FROM events e CROSS JOIN messages m ON m.uid = e.message_uid
+    WHERE e.id > ? AND e.id <= ? ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+"""
+# The events of that batch without a message here. The events_orphan trigger keeps
+# them as they are written; this is for the events written before migration 8.
+_KEEP_ORPHANS = """
+    INSERT INTO orphan_events (message_uid, event_id)
+    SELECT e.message_uid, e.id FROM events e
+    WHERE e.id > ? AND e.id <= ?
+      AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.uid = e.message_uid)
+    ON CONFLICT DO NOTHING
+"""
+
+
+# Every event type, for a read of each one's range of the (type, occurred_at) index.
+_EVERY_TYPE = ", ".join(f"'{t}'" for t in EVENT_TYPES)
 
 
 def state(conn: sqlite3.Connection, name: str) -> str | None:
@@ -119,9 +155,26 @@ def prune_step(conn: sqlite3.Connection, before: str, batch: int) -> int:
     if uids:
         # Events first: the trigger that drops their event_logins rows reads the
         # message's login.
-        deleted += conn.executemany(
-            "DELETE FROM events WHERE message_uid = ?", [(r[1],) for r in uids if r[1]]
-        ).rowcount
+        if switched(conn):
+            # The indexed events by message_events, the tail (not indexed yet) in one
+            # read of it by id.
+            deleted += conn.executemany(
+                "DELETE FROM events WHERE id IN"
+                " (SELECT event_id FROM message_events WHERE message_id = ?)",
+                [(r[0],) for r in uids],
+            ).rowcount
+            deleted += conn.execute(
+                "DELETE FROM events WHERE id > ?"
+                " AND message_uid IN (SELECT value FROM json_each(?))",
+                (indexed(conn), json.dumps([r[1] for r in uids if r[1]])),
+            ).rowcount
+            conn.executemany(
+                "DELETE FROM message_events WHERE message_id = ?", [(r[0],) for r in uids]
+            )
+        else:
+            deleted += conn.executemany(
+                "DELETE FROM events WHERE message_uid = ?", [(r[1],) for r in uids if r[1]]
+            ).rowcount
         deleted += conn.executemany(
             "DELETE FROM messages WHERE id = ?", [(r[0],) for r in uids]
         ).rowcount
@@ -129,7 +182,7 @@ def prune_step(conn: sqlite3.Connection, before: str, batch: int) -> int:
         # By the (type, occurred_at) index, one range per type.
         deleted += conn.execute(
             "DELETE FROM events WHERE id IN (SELECT id FROM events"
-            " WHERE type IN ('open', 'click', 'bounce', 'delay', 'autoreply')"
+            f" WHERE type IN ({_EVERY_TYPE})"
             " AND occurred_at < ? LIMIT ?)",
             (before, batch * 10),
         ).rowcount
@@ -142,3 +195,62 @@ def prune_step(conn: sqlite3.Connection, before: str, batch: int) -> int:
     if (state(conn, "pruned_before") or "") < before:
         _set(conn, "pruned_before", before)
     return deleted
+
+
+def switched(conn: sqlite3.Connection) -> bool:
+    """Whether the store reads a message's events from message_events (migration 8's
+    switch is done), not from the old events(message_uid, type) index."""
+    return state(conn, "message_events") is not None
+
+
+def indexed(conn: sqlite3.Connection) -> int:
+    """The watermark: every event up to this id is in message_events or orphan_events."""
+    return int(state(conn, "indexed_events") or 0)
+
+
+def index_lag(conn: sqlite3.Connection) -> int:
+    """Events written and not yet indexed (the tail readers read by id)."""
+    top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
+    return max(int(top) - indexed(conn), 0)
+
+
+def index_step(conn: sqlite3.Connection, batch: int) -> int:
+    """Index up to ``batch`` events above the watermark; the events covered (0:
+    caught up). Run inside a write transaction."""
+    low = indexed(conn)
+    top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
+    high = min(int(top), low + batch)
+    if high <= low:
+        return 0
+    conn.execute(_INDEX_EVENTS, (low, high))
+    if not switched(conn):
+        conn.execute(_KEEP_ORPHANS, (low, high))
+    _set(conn, "indexed_events", str(high))
+    return high - low
+
+
+def switch_step(conn: sqlite3.Connection) -> bool:
+    """Migration 8's second half (INDEX_SWITCH) once it can run: the backfill of
+    migration 5 done (it reads the old index) and every event indexed. True if it ran
+    now. Run inside a write transaction."""
+    if switched(conn) or state(conn, "backfill_messages") or state(conn, "backfill_events"):
+        return False
+    if index_lag(conn) > 0:
+        return False
+    for statement in statements(INDEX_SWITCH):
+        conn.execute(statement)
+    return True
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a migration script: split at each ``;`` that ends a complete
+    statement (a trigger's body has several inside its BEGIN ... END)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending

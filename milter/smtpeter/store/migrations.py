@@ -238,4 +238,81 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE message_id = OLD.id AND tag IN (SELECT value FROM json_each(OLD.tags));
     END
     """,
+    # 8: a message's events by the message's row id, indexed in bulk (issue 17). The
+    # events(message_uid, type) index took a random leaf of a 10M-entry B-tree for
+    # every click (the uid is random): ~8,000 clicks/s. message_events is keyed by the
+    # message's row id, which grows with time, and is filled behind the writers, a
+    # sorted batch at a time (store/maintenance.py, index_step): an event with an id
+    # above the watermark ``indexed_events`` is not in it yet and is found by reading
+    # that short tail of the events table. orphan_events holds the events whose
+    # message this store does not have (yet): another node's tracker wrote them first.
+    #
+    # The old index stays, and every reader uses it, until message_events has caught
+    # up with an upgraded store's events (the backfill, `store upkeep`); then
+    # INDEX_SWITCH below drops it. A new store switches at once.
+    """
+    CREATE TABLE message_events (
+        message_id INTEGER NOT NULL,
+        event_id   INTEGER NOT NULL,
+        PRIMARY KEY (message_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE orphan_events (
+        message_uid TEXT NOT NULL,
+        event_id    INTEGER NOT NULL,
+        PRIMARY KEY (message_uid, event_id)
+    ) WITHOUT ROWID;
+    INSERT INTO store_state (name, value) VALUES ('indexed_events', '0');
+    CREATE TRIGGER events_orphan AFTER INSERT ON events
+    WHEN NOT EXISTS (SELECT 1 FROM messages WHERE uid = NEW.message_uid)
+    BEGIN
+        INSERT INTO orphan_events (message_uid, event_id) VALUES (NEW.message_uid, NEW.id)
+        ON CONFLICT DO NOTHING;
+    END;
+    CREATE TRIGGER events_unorphaned AFTER DELETE ON events
+    BEGIN
+        DELETE FROM orphan_events WHERE message_uid = OLD.message_uid AND event_id = OLD.id;
+    END
+    """,
 )
+
+# The second half of migration 8, run by the index step once message_events holds
+# every event up to the watermark and the backfill of migration 5 is done (it reads
+# events by the old index): the old index goes, and a new message counts its events
+# and takes their login from orphan_events instead of from that index, then moves them
+# to message_events. Orphans whose message came before the switch are moved first.
+INDEX_SWITCH = """
+    INSERT INTO message_events (message_id, event_id)
+    SELECT m.id, o.event_id FROM orphan_events o CROSS JOIN messages m ON m.uid = o.message_uid
+    WHERE true ON CONFLICT DO NOTHING;
+    DELETE FROM orphan_events WHERE message_uid IN (SELECT uid FROM messages WHERE uid IS NOT NULL);
+    DROP INDEX events_message_type;
+    INSERT INTO store_state (name, value) VALUES ('message_events', 'read');
+    DROP TRIGGER messages_counted;
+    CREATE TRIGGER messages_counted AFTER INSERT ON messages
+    BEGIN
+        UPDATE messages SET
+            opened = EXISTS (SELECT 1 FROM orphan_events o CROSS JOIN events e ON e.id = o.event_id
+                             WHERE o.message_uid = NEW.uid AND e.type = 'open'),
+            clicked = EXISTS (SELECT 1 FROM orphan_events o CROSS JOIN events e ON e.id = o.event_id
+                              WHERE o.message_uid = NEW.uid AND e.type = 'click'),
+            bounces = (SELECT COUNT(*) FROM orphan_events o CROSS JOIN events e ON e.id = o.event_id
+                       WHERE o.message_uid = NEW.uid AND e.type = 'bounce')
+        WHERE id = NEW.id;
+        INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces)
+        SELECT substr(created_at, 1, 10), COALESCE(login, '-'), 1, opened, clicked, bounces
+        FROM messages WHERE id = NEW.id
+        ON CONFLICT (day, login) DO UPDATE SET
+            messages = messages + 1,
+            unique_opens = unique_opens + excluded.unique_opens,
+            unique_clicks = unique_clicks + excluded.unique_clicks,
+            bounces = bounces + excluded.bounces;
+        INSERT INTO event_logins (login, event_id)
+        SELECT NEW.login, event_id FROM orphan_events
+        WHERE message_uid = NEW.uid AND NEW.login IS NOT NULL
+        ON CONFLICT (login, event_id) DO NOTHING;
+        INSERT INTO message_events (message_id, event_id)
+        SELECT NEW.id, event_id FROM orphan_events WHERE message_uid = NEW.uid
+        ON CONFLICT DO NOTHING;
+        DELETE FROM orphan_events WHERE message_uid = NEW.uid;
+    END
+"""

@@ -25,6 +25,7 @@ _PROGRESS_EVERY = 10.0
 @dataclass
 class Done:
     backfilled: int = 0
+    indexed: int = 0
     pruned: int = 0
     longest_step: float = 0.0
 
@@ -61,6 +62,15 @@ def run(
         log.info("store %s: counting the rows stored before the upgrade", store.path)
         done.backfilled = _loop("backfill", lambda: store.backfill_step(batch), done, pause)
         log.info("store %s: backfill done: %d rows", store.path, done.backfilled)
+    # The index of a message's events: on an upgraded store, every older event; then
+    # the old by-uid index is dropped. Afterwards the writers keep it up to date, and
+    # this takes what they left (at most one writer batch's worth).
+    lag = store.upkeep_status()["events_not_indexed"]
+    if lag:
+        log.info("store %s: indexing %s events by their message", store.path, lag)
+    done.indexed = _loop("index", lambda: store.index_step(20 * batch), done, pause)
+    if lag:
+        log.info("store %s: index done: %d events", store.path, done.indexed)
     if retention_days > 0:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
         before = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
