@@ -1,6 +1,7 @@
 """An older store upgraded in place while a writer keeps writing: the schema step on
-open, stats counted live before the backfill, the backfill (`smtpeter store upkeep`)
-with a click written every 5 ms meanwhile, then stats from the counters.
+open, stats counted live before the backfill, the backfill and the index of a
+message's events (`smtpeter store upkeep`, its last step the switch that drops the
+old index) with a click written every 5 ms meanwhile, then stats from the counters.
 
     # a store of the previous schema, from an older checkout's own bench:
     git worktree add /var/tmp/old 84c6ad2
@@ -64,8 +65,8 @@ def main() -> int:
         thread.join()
     took = time.perf_counter() - started
     print(
-        f"backfill: {done.backfilled:,} rows in {took:.1f} s, longest step "
-        f"{done.longest_step * 1000:.0f} ms"
+        f"backfill: {done.backfilled:,} rows, index of a message's events: {done.indexed:,}"
+        f" events, in {took:.1f} s; longest step {done.longest_step * 1000:.0f} ms"
     )
     waits.sort()
     print(

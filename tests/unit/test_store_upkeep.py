@@ -333,3 +333,23 @@ def test_upkeep_says_what_it_did(
     with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
         again = upkeep.run(store, retention_days=0)
     assert (again.backfilled, again.pruned, caplog.records) == (0, 0, [])
+
+
+def test_the_writers_keep_the_unindexed_tail_short(tmp_path: Path) -> None:
+    """Each writer whose batch leaves index_lag events or more above the watermark
+    indexes them, so the tail readers read by id stays under index_lag plus one batch,
+    and a message's events read the same from the tail and from the index."""
+    store = SQLiteStore(str(tmp_path / "s.db"), index_lag=250)
+    rng = random.Random(9)
+    messages = [_message(i, rng, f"u{i}") for i in range(40)]
+    store.record_messages(messages)
+    lags = []
+    for _ in range(31):
+        store.record_events([Event("click", f"u{rng.randrange(40)}", _time(rng, DAYS[2]))
+                             for _ in range(100)])  # fmt: skip
+        lags.append(int(str(store.upkeep_status()["events_not_indexed"])))
+    assert max(lags) < 250 and min(lags) < 100 and lags[-1] > 0, lags
+    before = {m.uid: [e.id for e in store.events(message=m.queue_id)] for m in messages}
+    assert store.index_step() == lags[-1] and store.index_step() == 0
+    assert {m.uid: [e.id for e in store.events(message=m.queue_id)] for m in messages} == before
+    assert sum(map(len, before.values())) == 3100
