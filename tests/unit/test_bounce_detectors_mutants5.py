@@ -356,7 +356,7 @@ CASES: dict[str, tuple[bytes, str, list[Row]]] = {
         "notes",
         [
             ("joe@example.org", None, "soft",
-             "Unable to deliver message, recipient's mail file is full", None, "other"),
+             "Unable to deliver message, recipient's mail file is full", None, "mailbox-full"),
             ("kay@example.net", None, "soft",
              "No route found to domain example.net from server MAIL01", None, "other"),
             ("lee@example.net", None, "soft",

@@ -37,6 +37,8 @@ CASES = [
      "mailbox-full"),
     ("5.0.0", "550 5.0.0 <ann@example.org>: mailbox is full (MTA-imposed quota exceeded while"
      " writing to file)", "mailbox-full"),
+    # Lotus Notes / Domino names the mailbox its mail file.
+    (None, "Unable to deliver message: The recipient's mail file is full", "mailbox-full"),
     # A full mailbox is full whatever code the server picked.
     ("5.1.1", "smtp; 550 5.1.1 user's mailbox full", "mailbox-full"),
     ("5.2.2", None, "mailbox-full"),

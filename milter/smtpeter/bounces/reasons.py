@@ -76,7 +76,7 @@ HARD: Final[frozenset[str]] = frozenset({"host-unknown", "user-unknown", "not-ac
 _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "mailbox-full",
-        r"mail ?(?:box|folder) (?:is )?(?:full|over ?quota)|over ?(?:disk )?quota"
+        r"mail ?(?:box|folder|file) (?:is )?(?:full|over ?quota)|over ?(?:disk )?quota"
         r"|quota (?:exceeded|full|violation)|(?:disk|mailbox|storage) quota"
         r"|exceed(?:s|ed|ing)? (?:the |his |her |its |their |your )?(?:mailbox |disk )?"
         r"(?:storage|quota)|reached (?:the |its )?(?:disk )?quota|mailbox size limit"
