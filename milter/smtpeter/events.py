@@ -8,8 +8,15 @@ from typing import Literal
 # bounce: a hard or soft bounce (detail["kind"]); delay: a delivery-delay notice;
 # autoreply: a vacation or out-of-office reply; complaint: a recipient reported the
 # message as spam (an RFC 5965 feedback report). Only bounces count as bounces.
-EventType = Literal["open", "click", "bounce", "delay", "autoreply", "complaint"]
-EVENT_TYPES: tuple[str, ...] = ("open", "click", "bounce", "delay", "autoreply", "complaint")
+# delivered, deferred, failed: a recipient's delivery result as Postfix logged it
+# (smtpeter deliveries): status=sent, deferred (each attempt; detail["attempt"]),
+# bounced (or, for a recipient still deferred, the message expired in the queue).
+EventType = Literal[
+    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed"
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,24 @@ def run_bounce(args: argparse.Namespace, cfg: Config) -> int:
     return outcome.status
 
 
+def run_deliveries(args: argparse.Namespace, cfg: Config) -> int:
+    """Follow Postfix's log until SIGTERM or SIGINT (with --once, to its end)."""
+    import threading
+
+    from smtpeter.deliveries import reader
+
+    store = open_store(cfg.store)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    counts = reader.run(store, args.log, once=args.once, stop=stop)
+    log.info(
+        "deliveries: %d lines of %s read, %d delivery results, %d events recorded",
+        counts.lines, args.log, counts.results, counts.recorded,
+    )  # fmt: skip
+    return 0
+
+
 def run_postfix_setup(args: argparse.Namespace, cfg: Config) -> int:
     """`smtpeter postfix setup`: print what changes, where the backup is, how to undo."""
     from pathlib import Path

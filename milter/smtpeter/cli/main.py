@@ -40,6 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the tracking HTTP service in the foreground.",
     )
     events.add_parsers(sub)
+    deliveries = sub.add_parser(
+        "deliveries",
+        help="record Postfix's delivery results from its log (foreground)",
+        description="Follow Postfix's log file (rsyslog's mail.log, or the file Postfix's "
+        "maillog_file names) across rotation and record each recipient's delivered, "
+        "deferred or failed result for the messages the milter recorded. Resumes where it "
+        "stopped (the position is kept in the store).",
+    )
+    deliveries.add_argument(
+        "--log", default="/var/log/mail.log", help="the log file (default: %(default)s)"
+    )
+    deliveries.add_argument(
+        "--once", action="store_true", help="read what the log has now, then exit"
+    )
     bounce = sub.add_parser(
         "bounce",
         help="process one bounce from stdin (run by Postfix's pipe transport)",
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"smtpeter: config error: {e}", file=sys.stderr)
         # Postfix's pipe bounces a message for a non-temporary status: keep it queued.
         return exits.TEMPFAIL if args.command == "bounce" else exits.CONFIG
-    daemon = args.command in ("authd", "milter", "tracker", "sink", "bounce")
+    daemon = args.command in ("authd", "milter", "tracker", "sink", "bounce", "deliveries")
     logsetup.setup(cfg.logging.level if daemon else "warning")
     from smtpeter.cli import daemons
 
@@ -127,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             return suppressions.run(args, cfg)
         if args.command == "bounce":
             return daemons.run_bounce(args, cfg)
+        if args.command == "deliveries":
+            return daemons.run_deliveries(args, cfg)
         if args.command == "events":
             return events.run_events(args, cfg)
         if args.command == "stats":

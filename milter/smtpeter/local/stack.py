@@ -37,7 +37,8 @@ from smtpeter.postfix.render import (
 from smtpeter.store import open_store
 
 DEFAULT_ROOT = Path("/var/lib/smtpeter-local")
-COMPONENTS = ("sink", "authd", "milter", "tracker")
+# deliveries reads Postfix's log (maillog_file): the delivery results of our messages.
+COMPONENTS = ("sink", "authd", "milter", "tracker", "deliveries")
 
 
 class StackError(RuntimeError):
@@ -319,6 +320,8 @@ class LocalStack:
             if self.sink_reject:
                 cmd += ["--reject", self.sink_reject]
             return [*cmd, "--defer", self.sink_defer] if self.sink_defer else cmd
+        if component == "deliveries":
+            return [*base, "deliveries", "--log", str(self.log_file("postfix"))]
         return [*base, component]
 
     def pid(self, component: str) -> int | None:
@@ -338,6 +341,9 @@ class LocalStack:
             return unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
         if component == "tracker":
             return port_open(cfg.tracker.listen_port)
+        if component == "deliveries":
+            # It waits for the log file itself: running is ready.
+            return self.pid(component) is not None
         return self.postfix_running() and all(
             port_open(self.ports.listener(port)) for port in self.listeners
         )

@@ -111,7 +111,8 @@ def state(conn: sqlite3.Connection, name: str) -> str | None:
     return str(row[0]) if row is not None else None
 
 
-def _set(conn: sqlite3.Connection, name: str, value: str | None) -> None:
+def set_state(conn: sqlite3.Connection, name: str, value: str | None) -> None:
+    """Set (or, with None, delete) one value of store_state."""
     if value is None:
         conn.execute("DELETE FROM store_state WHERE name = ?", (name,))
     else:
@@ -130,7 +131,7 @@ def backfill_step(conn: sqlite3.Connection, batch: int) -> int:
         low = max(top - batch, 0)
         conn.execute(_COUNT_MESSAGES, (low, top))
         conn.execute(_FLAG_MESSAGES, (low, top))
-        _set(conn, "backfill_messages", str(low) if low > 0 else None)
+        set_state(conn, "backfill_messages", str(low) if low > 0 else None)
         return top - low
     top = int(state(conn, "backfill_events") or 0)
     if top > 0:
@@ -138,7 +139,7 @@ def backfill_step(conn: sqlite3.Connection, batch: int) -> int:
         low = max(top - 5 * batch, 0)
         conn.execute(_LOGIN_EVENTS, (low, top))
         conn.execute(_KEEP_BOUNCE_IDS, (low, top))
-        _set(conn, "backfill_events", str(low) if low > 0 else None)
+        set_state(conn, "backfill_events", str(low) if low > 0 else None)
         return top - low
     return 0
 
@@ -193,7 +194,7 @@ def prune_step(conn: sqlite3.Connection, before: str, batch: int) -> int:
                 (before, batch * 10),
             ).rowcount
     if (state(conn, "pruned_before") or "") < before:
-        _set(conn, "pruned_before", before)
+        set_state(conn, "pruned_before", before)
     return deleted
 
 
@@ -225,7 +226,7 @@ def index_step(conn: sqlite3.Connection, batch: int) -> int:
     conn.execute(_INDEX_EVENTS, (low, high))
     if not switched(conn):
         conn.execute(_KEEP_ORPHANS, (low, high))
-    _set(conn, "indexed_events", str(high))
+    set_state(conn, "indexed_events", str(high))
     return high - low
 
 
@@ -237,8 +238,17 @@ def switch_step(conn: sqlite3.Connection) -> bool:
         return False
     if index_lag(conn) > 0:
         return False
-    for statement in statements(INDEX_SWITCH):
-        conn.execute(statement)
+    # Debian builds SQLite with secure_delete on: dropping the old index would then
+    # write zeros over each of its pages (on 10M events ~100,000 pages, 6.7 s of write
+    # lock measured). FAST zeroes what it can without extra writes; the freed pages
+    # keep their old index entries (uids and event types) until reused.
+    secure = conn.execute("PRAGMA secure_delete").fetchone()[0]
+    conn.execute("PRAGMA secure_delete = FAST")
+    try:
+        for statement in statements(INDEX_SWITCH):
+            conn.execute(statement)
+    finally:
+        conn.execute(f"PRAGMA secure_delete = {int(secure)}")
     return True
 
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smtpeter import addresses
+from smtpeter.deliveries.logline import DeliveryResult, Expiry
 from smtpeter.events import Event
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
@@ -247,9 +248,10 @@ _CLAIM_EVENTS = (
 )
 # The index of a message's events (message_events) is brought up to date by the
 # writer whose batch leaves this many events or more above its watermark, up to
-# INDEX_BATCH_MAX in one transaction (~0.25 s of write lock at 20,000 on a 10M store).
-INDEX_LAG = 20000
-INDEX_BATCH_MAX = 50000
+# INDEX_BATCH_MAX in one transaction: ~40,000 events a second on a 10M store
+# (bench/README.md), so ~0.25-0.5 s of write lock.
+INDEX_LAG = 10000
+INDEX_BATCH_MAX = 20000
 # The message m (joined to an event) has the tag given as the parameter.
 _TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)"
 _INSERT_EVENT = (
@@ -325,6 +327,64 @@ def _stats_live(
         ") GROUP BY login, day ORDER BY day, login"
     )
     return [dict(r) for r in conn.execute(sql, args)]
+
+
+def _results_of(
+    conn: sqlite3.Connection, message_row: int, uid: str, types: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(type, recipient) of the message's delivery results of these types, oldest
+    first: by message_events, then the tail not indexed yet (or, before migration 8's
+    switch, by the old index)."""
+    marks = ", ".join("?" * len(types))
+    if maintenance.switched(conn):
+        sql = (
+            "SELECT type, recipient FROM events WHERE id IN"
+            " (SELECT event_id FROM message_events WHERE message_id = ?"
+            "  UNION SELECT id FROM events WHERE id > ? AND message_uid = ?)"
+            f" AND type IN ({marks}) ORDER BY id"
+        )
+        args: tuple[object, ...] = (message_row, maintenance.indexed(conn), uid, *types)
+    else:
+        sql = (
+            f"SELECT type, recipient FROM events WHERE message_uid = ? AND type IN ({marks})"
+            " ORDER BY id"
+        )
+        args = (uid, *types)
+    return [(r[0], r[1]) for r in conn.execute(sql, args)]
+
+
+def _delivery_events(
+    conn: sqlite3.Connection, message_row: int, uid: str, result: DeliveryResult | Expiry
+) -> list[Event]:
+    when = result.logged_at or _now()
+    if isinstance(result, Expiry):
+        # Every recipient whose last result is a deferral has failed now.
+        last: dict[str, str] = {}
+        for type_, recipient in _results_of(
+            conn, message_row, uid, ("delivered", "deferred", "failed")
+        ):
+            last[recipient] = type_
+        word = "force-expired" if result.forced else "expired"
+        return [
+            Event("failed", uid, when, recipient=recipient,
+                  detail={"postfix_status": word, "reason": "expired"})
+            for recipient, type_ in last.items()
+            if type_ == "deferred"
+        ]  # fmt: skip
+    detail = {
+        "dsn": result.dsn,
+        "relay": result.relay,
+        "delay": f"{result.delay:g}",
+        "delays": result.delays,
+        "reply": result.reply,
+        "postfix_status": result.postfix_status,
+    }
+    if result.original_recipient:
+        detail["original_recipient"] = result.original_recipient
+    if result.status == "deferred":
+        earlier = _results_of(conn, message_row, uid, ("deferred",))
+        detail["attempt"] = str(1 + sum(r == result.recipient for _, r in earlier))
+    return [Event(result.status, uid, when, recipient=result.recipient, detail=detail)]
 
 
 class SQLiteStore:
@@ -751,6 +811,39 @@ class SQLiteStore:
                 return False
             conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
             return True
+
+    # -- delivery results (smtpeter deliveries) --------------------------------------
+
+    def delivery_cursor(self, source: str) -> str | None:
+        """Where the delivery reader of ``source`` (e.g. ``file:/var/log/mail.log``) is:
+        the cursor recorded with its last results, None before its first."""
+        with self._use("delivery cursor") as conn:
+            return maintenance.state(conn, f"deliveries {source}")
+
+    def record_deliveries(
+        self, results: list[DeliveryResult | Expiry], source: str, cursor: str
+    ) -> int:
+        """Record Postfix's delivery results of the messages this store has (by queue
+        id, the newest message with it), and the reader's cursor after them, in one
+        transaction: after a crash the reader resumes right after the last line
+        recorded, so no result is recorded twice or skipped. A result of a message
+        that never went through the milter (the MX's other mail) is left out. An
+        expired message fails each recipient still deferred. The events written."""
+        with self._use("delivery record") as conn, _transaction(conn):
+            written = 0
+            for result in results:
+                row = conn.execute(
+                    "SELECT id, uid FROM messages WHERE queue_id = ? AND uid IS NOT NULL"
+                    " ORDER BY id DESC LIMIT 1",
+                    (result.queue_id,),
+                ).fetchone()
+                if row is None:
+                    continue
+                for event in _delivery_events(conn, row["id"], row["uid"], result):
+                    conn.execute(_INSERT_EVENT, _event_row(event))
+                    written += 1
+            maintenance.set_state(conn, f"deliveries {source}", cursor)
+            return written
 
     def bounce_forwarded(self, message_uid: str, key: str) -> bool:
         """Whether the bounce ``key`` of this message was forwarded to its sender (a
