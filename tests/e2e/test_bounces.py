@@ -210,7 +210,8 @@ def test_tampered_return_path_is_dropped_without_backscatter(
     # the drops, has arrived, and it is the only mail for that sender.
     later = send(stack, user, password, simple("later"), recipients=("owner3@example.com",))
     find_delivered(stack, later)
-    assert events(stack, "--login", user) == []
+    assert [e for e in events(stack, "--login", user)
+            if e["type"] not in ("delivered", "deferred", "failed")] == []  # fmt: skip
     to_owner = [
         p for p in stack.delivered() if b"Delivered-To: owner3@example.com" in p.read_bytes()
     ]

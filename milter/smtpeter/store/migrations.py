@@ -284,7 +284,8 @@ INDEX_SWITCH = """
     INSERT INTO message_events (message_id, event_id)
     SELECT m.id, o.event_id FROM orphan_events o CROSS JOIN messages m ON m.uid = o.message_uid
     WHERE true ON CONFLICT DO NOTHING;
-    DELETE FROM orphan_events WHERE message_uid IN (SELECT uid FROM messages WHERE uid IS NOT NULL);
+    DELETE FROM orphan_events
+    WHERE EXISTS (SELECT 1 FROM messages m WHERE m.uid = orphan_events.message_uid);
     DROP INDEX events_message_type;
     INSERT INTO store_state (name, value) VALUES ('message_events', 'read');
     DROP TRIGGER messages_counted;
