@@ -86,8 +86,16 @@ _KEEP_BOUNCE_IDS = """
 # random the messages (the entries of recent messages are together at the end).
 _INDEX_EVENTS = """
     INSERT INTO message_events (message_id, event_id)
+    SELECT message_id, id FROM events
+    WHERE id > ? AND id <= ? AND message_id IS NOT NULL ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+"""
+# Those without their message's row id (written before migration 8, by a daemon of
+# an earlier version, or before their message came): by the uid.
+_INDEX_EVENTS_BY_UID = """
+    INSERT INTO message_events (message_id, event_id)
     SELECT m.id, e.id FROM events e CROSS JOIN messages m ON m.uid = e.message_uid
-    WHERE e.id > ? AND e.id <= ? ORDER BY 1, 2
+    WHERE e.id > ? AND e.id <= ? AND e.message_id IS NULL ORDER BY 1, 2
     ON CONFLICT DO NOTHING
 """
 # The events of that batch without a message here. The events_orphan trigger keeps
@@ -224,6 +232,7 @@ def index_step(conn: sqlite3.Connection, batch: int) -> int:
     if high <= low:
         return 0
     conn.execute(_INDEX_EVENTS, (low, high))
+    conn.execute(_INDEX_EVENTS_BY_UID, (low, high))
     if not switched(conn):
         conn.execute(_KEEP_ORPHANS, (low, high))
     set_state(conn, "indexed_events", str(high))

@@ -247,10 +247,44 @@ MIGRATIONS: tuple[str, ...] = (
     # that short tail of the events table. orphan_events holds the events whose
     # message this store does not have (yet): another node's tracker wrote them first.
     #
+    # An event written by this version carries its message's row id (message_id, NULL
+    # when the message is not here yet, and on the rows of earlier versions): the
+    # triggers and the index step find the message by it, not by the uid's index.
+    #
     # The old index stays, and every reader uses it, until message_events has caught
     # up with an upgraded store's events (the backfill, `store upkeep`); then
     # INDEX_SWITCH below drops it. A new store switches at once.
     """
+    ALTER TABLE events ADD COLUMN message_id INTEGER;
+    DROP TRIGGER events_login;
+    CREATE TRIGGER events_login AFTER INSERT ON events
+    BEGIN
+        INSERT INTO event_logins (login, event_id)
+        SELECT login, NEW.id FROM messages
+        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
+          AND login IS NOT NULL;
+    END;
+    DROP TRIGGER events_open;
+    CREATE TRIGGER events_open AFTER INSERT ON events WHEN NEW.type = 'open'
+    BEGIN
+        UPDATE messages SET opened = 1
+        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
+          AND opened = 0;
+    END;
+    DROP TRIGGER events_click;
+    CREATE TRIGGER events_click AFTER INSERT ON events WHEN NEW.type = 'click'
+    BEGIN
+        UPDATE messages SET clicked = 1
+        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
+          AND clicked = 0;
+    END;
+    DROP TRIGGER events_bounce;
+    CREATE TRIGGER events_bounce AFTER INSERT ON events WHEN NEW.type = 'bounce'
+    BEGIN
+        UPDATE messages SET bounces = bounces + 1
+        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
+          AND bounces IS NOT NULL;
+    END;
     CREATE TABLE message_events (
         message_id INTEGER NOT NULL,
         event_id   INTEGER NOT NULL,
@@ -263,7 +297,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     INSERT INTO store_state (name, value) VALUES ('indexed_events', '0');
     CREATE TRIGGER events_orphan AFTER INSERT ON events
-    WHEN NOT EXISTS (SELECT 1 FROM messages WHERE uid = NEW.message_uid)
+    WHEN NEW.message_id IS NULL AND NOT EXISTS (SELECT 1 FROM messages WHERE uid = NEW.message_uid)
     BEGIN
         INSERT INTO orphan_events (message_uid, event_id) VALUES (NEW.message_uid, NEW.id)
         ON CONFLICT DO NOTHING;

@@ -254,9 +254,11 @@ INDEX_LAG = 10000
 INDEX_BATCH_MAX = 20000
 # The message m (joined to an event) has the tag given as the parameter.
 _TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)"
+# With its message's row id, found once here (NULL when the message is not here yet).
 _INSERT_EVENT = (
     "INSERT INTO events (type, occurred_at, message_uid, recipient, url, user_agent,"
-    " client_ip, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " client_ip, detail, message_id) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+    " (SELECT id FROM messages WHERE uid = ?3)"
 )
 
 
