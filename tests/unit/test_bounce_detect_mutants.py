@@ -515,7 +515,9 @@ def test_a_dsn_without_any_recipient_falls_through_to_the_text() -> None:
         ("Final-Recipient: rfc822; a@x.example\nAction: failed\nRemote-MTA: mx.example.net.",
          ("a@x.example", None, "unknown", None, "mx.example.org", "mx.example.net")),
         ("Final-Recipient: rfc822; a@x.example\nAction:\nStatus: 5.1.1", None),
-        ("Final-Recipient: rfc822; a@x.example\nStatus: 5.1.1", None),
+        # No Action at all: the Status class says it.
+        ("Final-Recipient: rfc822; a@x.example\nStatus: 5.1.1",
+         ("a@x.example", "5.1.1", "hard", None, "mx.example.org", None)),
     ],
 )  # fmt: skip
 def test_dsn_status_and_diagnostic(fields: str, row: Row | None) -> None:

@@ -713,14 +713,6 @@ LOOKALIKES: dict[str, bytes] = {
     "interscan-session-from-a-person": plain(
         INTERSCAN_SESSION, sender="lee@example.net", subject="see this"
     ),
-    # WorkMail's intro and report fields without "Technical report:".
-    "workmail-no-report-heading": plain(
-        "An error occurred while trying to deliver the mail to the following recipients:\n"
-        "oli@example.org\n\nReporting-MTA: dsn; a1\n\nAction: failed\n"
-        "Final-Recipient: rfc822; oli@example.org\nStatus: 5.1.1\n",
-        sender="MAILER-DAEMON@us-west-2.amazonses.com",
-        subject="Delivery Status Notification (Failure)",
-    ),
     # X-Failed-Recipients on a person's message, or empty on a bounce.
     "failed-recipients-person": plain(
         GERMAN, headers=FAILED_RECIPIENTS, sender="Ann <ann@example.net>", subject="Hallo"
@@ -754,3 +746,20 @@ def test_interscan_sentence_needs_the_frame_or_a_session() -> None:
             )
         ],
     )  # fmt: skip
+
+
+# WorkMail's intro and report fields without "Technical report:".
+WORKMAIL_WITHOUT_HEADING = plain(
+    "An error occurred while trying to deliver the mail to the following recipients:\n"
+    "oli@example.org\n\nReporting-MTA: dsn; a1\n\nAction: failed\n"
+    "Final-Recipient: rfc822; oli@example.org\nStatus: 5.1.1\n",
+    sender="MAILER-DAEMON@us-west-2.amazonses.com",
+    subject="Delivery Status Notification (Failure)",
+)
+
+
+def test_workmail_fields_without_its_heading_are_plain_delivery_status_fields() -> None:
+    """Without "Technical report:" it is not read as WorkMail's report; its
+    Final-Recipient and Status fields are still read, as any report's in a text."""
+    detector, _ = rows(WORKMAIL_WITHOUT_HEADING)
+    assert detector == "dsn-text"

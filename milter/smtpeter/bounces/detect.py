@@ -102,6 +102,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
+    # WorkMail's own text report (its fields, under its own heading), then any
+    # delivery-status fields in the text: as authoritative as a delivery-status part.
+    ("amazonworkmail", amazonworkmail.detect),
+    ("dsn-text", dsn.detect_text),
     ("qmail", qmail.detect),
     ("yahoo", yahoo.detect),
     ("exim", exim.detect),
@@ -119,7 +123,6 @@ TEXT_DETECTORS: tuple[tuple[str, Detector], ...] = (
     ("notes", notes.detect),
     ("trendmicro", trendmicro.detect),
     ("trouble", trouble.detect),
-    ("amazonworkmail", amazonworkmail.detect),
     ("qmail-like", qmail_like.detect),
     ("listing", listing.detect),
     ("failed-recipients", failed_recipients.detect),

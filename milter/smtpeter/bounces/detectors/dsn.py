@@ -4,6 +4,7 @@ no failures, and the human-readable text beside it is not second-guessed."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from smtpeter.bounces.message import BounceMessage
@@ -70,6 +71,11 @@ def detect(msg: BounceMessage) -> list[Failure] | None:
                 continue
             seen = True
             action = (record.get("action", "").split() or [""])[0].lower()
+            if "action" not in record:
+                # No Action at all (an old sendmail's report): the Status class says
+                # what happened.
+                cls = (status_of(record.get("status")) or " ")[0]
+                action = {"5": "failed", "4": "delayed"}.get(cls, "")
             # RFC 3464 says "failed" and "delayed"; some MTAs write "failure" or, as
             # OpenSMTPD does, "error" (flufl.bounce reads them the same way).
             if action.startswith(("fail", "error")):
@@ -94,6 +100,37 @@ def detect(msg: BounceMessage) -> list[Failure] | None:
                 )
             )
     return failures if seen else None
+
+
+# The fields of RFC 3464's per-message and per-recipient blocks, and the one an old
+# sendmail adds.
+_DSN_FIELDS = frozenset(
+    {"reporting-mta", "dsn-gateway", "received-from-mta", "arrival-date", "original-envelope-id",
+     "final-recipient", "original-recipient", "action", "status", "remote-mta",
+     "diagnostic-code", "last-attempt-date", "will-retry-until", "x-actual-recipient"}
+)  # fmt: skip
+
+
+def detect_text(msg: BounceMessage) -> list[Failure]:
+    """Delivery-status fields in the text itself, when no detector of a format read
+    the message: a multipart/report whose boundary never comes (an old sendmail), a
+    report pasted into a plain message."""
+    statuses = [s for s in map(_status_fields_in, msg.texts) if s]
+    if not statuses:
+        return []
+    return detect(dataclasses.replace(msg, statuses=statuses)) or []
+
+
+def _status_fields_in(text: str) -> str:
+    """The delivery-status blocks of a text, as a delivery-status part's body would
+    give them; "" unless a block has a Final-Recipient and a Status. Only RFC 3464's
+    fields are kept, so the headers of a returned message in the same text are not
+    read as the report's."""
+    blocks = [[(n, v) for n, v in block if n in _DSN_FIELDS] for block in field_blocks(text)]
+    blocks = [b for b in blocks if b]
+    if not any({"final-recipient", "status"} <= {n for n, _ in b} for b in blocks):
+        return ""
+    return "\n\n".join("\n".join(f"{n}: {v}" for n, v in b) for b in blocks)
 
 
 def _dsn_status(field: str | None, diagnostic: str | None) -> str | None:
