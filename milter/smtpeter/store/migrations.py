@@ -265,18 +265,16 @@ MIGRATIONS: tuple[str, ...] = (
           AND login IS NOT NULL;
     END;
     DROP TRIGGER events_open;
-    CREATE TRIGGER events_open AFTER INSERT ON events WHEN NEW.type = 'open'
-    BEGIN
-        UPDATE messages SET opened = 1
-        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
-          AND opened = 0;
-    END;
     DROP TRIGGER events_click;
-    CREATE TRIGGER events_click AFTER INSERT ON events WHEN NEW.type = 'click'
+    -- A message's first open or first click sets its flag (and, by messages_recounted,
+    -- counts it in daily_stats); later ones change nothing.
+    CREATE TRIGGER events_engaged AFTER INSERT ON events WHEN NEW.type IN ('open', 'click')
     BEGIN
-        UPDATE messages SET clicked = 1
+        UPDATE messages SET
+            opened = MAX(opened, NEW.type = 'open'),
+            clicked = MAX(clicked, NEW.type = 'click')
         WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
-          AND clicked = 0;
+          AND CASE NEW.type WHEN 'open' THEN opened = 0 ELSE clicked = 0 END;
     END;
     DROP TRIGGER events_bounce;
     CREATE TRIGGER events_bounce AFTER INSERT ON events WHEN NEW.type = 'bounce'
