@@ -209,3 +209,38 @@ def test_stats_read_the_daily_counters(store: Store) -> None:
     for call in (lambda: store.stats(), lambda: store.stats(login="l1", since="2026-11-03")):
         found = [p for p in plans(store, call) if "store_state" not in p]
         assert found and all("daily_stats" in p and "messages" not in p for p in found), found
+
+
+def test_a_delivery_result_reads_only_its_own_message_s_results(store: Store) -> None:
+    """Recording a deferral (which counts the message's earlier attempts) and an expiry
+    (which reads each recipient's last result) reads that message's events by
+    message_events and the tail, not every delivery result of the store by type."""
+    from smtpeter.deliveries.logline import parse
+
+    store.record_message(
+        MessageRecord(
+            queue_id="4F2A1B3C7D", message_id="<d@test>", login="l1",
+            envelope_sender="s@example.com", recipients=("r@example.org",), features=(),
+            size_before=1, size_after=1, created_at="2026-11-09T09:00:00Z", uid="ud",
+        )
+    )  # fmt: skip
+    lines = [
+        "2026-11-09T10:00:00.000000+00:00 mx postfix/smtp[1]: 4F2A1B3C7D: to=<r@example.org>,"
+        " relay=mx.example.org[192.0.2.1]:25, delay=1, delays=0/0/1/0, dsn=4.2.0,"
+        " status=deferred (host mx.example.org[192.0.2.1] said: 450 4.2.0 try later)",
+        "2026-11-09T11:00:00.000000+00:00 mx postfix/qmgr[2]: 4F2A1B3C7D: from=<s@example.com>,"
+        " status=expired, returned to sender",
+    ]
+    results = [r for r in map(parse, lines) if r is not None]
+    assert len(results) == 2
+    found = [
+        p
+        for p in plans(store, lambda: store.record_deliveries(results, "file:x", "c"))
+        if "SEARCH me " in p
+    ]
+    assert len(found) == 2, found
+    for plan in found:
+        assert "SEARCH me USING PRIMARY KEY (message_id=?)" in plan, plan
+        assert "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+        assert "events_type_time" not in plan, plan
+    assert [e.type for e in store.events(message="ud")] == ["failed", "deferred"]

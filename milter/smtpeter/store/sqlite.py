@@ -340,12 +340,13 @@ def _results_of(
     marks = ", ".join("?" * len(types))
     if maintenance.switched(conn):
         sql = (
-            "SELECT type, recipient FROM events WHERE id IN"
-            " (SELECT event_id FROM message_events WHERE message_id = ?"
-            "  UNION SELECT id FROM events WHERE id > ? AND message_uid = ?)"
-            f" AND type IN ({marks}) ORDER BY id"
+            "WITH t(id, uid) AS (SELECT ?, ?) SELECT type, recipient FROM events"
+            f" WHERE id IN ({maintenance.message_event_ids('t')})"
+            # Unary +: not by the (type, occurred_at) index, which would read every
+            # delivery result of the store to keep this message's.
+            f" AND +type IN ({marks}) ORDER BY id"
         )
-        args: tuple[object, ...] = (message_row, maintenance.indexed(conn), uid, *types)
+        args: tuple[object, ...] = (message_row, uid, maintenance.indexed(conn), *types)
     else:
         sql = (
             f"SELECT type, recipient FROM events WHERE message_uid = ? AND type IN ({marks})"
@@ -401,6 +402,9 @@ class SQLiteStore:
     ) -> None:
         self.path = path
         self._index_lag = index_lag
+        # Migration 8's switch, once seen: it is never undone, so the writers stop
+        # asking after every batch.
+        self._switched = False
         self._busy_timeout = busy_timeout
         self._retry_seconds = retry_seconds
         # Connections are pooled, each used by one caller at a time. Not one per
@@ -775,9 +779,10 @@ class SQLiteStore:
         with self._use("event record") as conn:
             with _transaction(conn):
                 conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+                self._switched = self._switched or maintenance.switched(conn)
                 behind = (
                     self._index_lag > 0
-                    and maintenance.switched(conn)
+                    and self._switched
                     and maintenance.index_lag(conn) >= self._index_lag
                 )
             # The index of a message's events is brought up to date in a transaction of
@@ -910,15 +915,15 @@ class SQLiteStore:
                 # The message resolved each way by its own index, then its events'
                 # ids from message_events, orphan_events (events of a message this
                 # store does not have) and the tail not indexed yet (by id).
+                # (The given text is a uid too, of no message here: its events'
+                # tail; orphan_events has the rest.)
                 with_ = (
                     "WITH t(id, uid) AS (SELECT id, uid FROM messages WHERE uid = ?"
                     " UNION SELECT id, uid FROM messages WHERE message_id = ?"
-                    " UNION SELECT id, uid FROM messages WHERE queue_id = ?),"
-                    " x(id) AS (SELECT me.event_id FROM t"
-                    "  CROSS JOIN message_events me ON me.message_id = t.id"
-                    "  UNION SELECT event_id FROM orphan_events WHERE message_uid = ?"
-                    "  UNION SELECT id FROM events WHERE id > ?"
-                    "   AND message_uid IN (SELECT uid FROM t UNION SELECT ?)) "
+                    " UNION SELECT id, uid FROM messages WHERE queue_id = ?"
+                    " UNION SELECT NULL, ?),"
+                    f" x(id) AS ({maintenance.message_event_ids('t')}"
+                    "  UNION SELECT event_id FROM orphan_events WHERE message_uid = ?) "
                 )
                 pre = [message, message, message, message, maintenance.indexed(conn), message]
                 source = "x CROSS JOIN events e ON e.id = x.id"
