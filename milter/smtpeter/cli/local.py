@@ -121,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     stack.load_state()
     if args.action == "status":
         state = stack.running()
+        width = max(map(len, state), default=0)
         for part, up in state.items():
-            print(f"{part:<8} {'running' if up else 'stopped'}")
+            print(f"{part:<{width}} {'running' if up else 'stopped'}")
         return exits.OK if all(state.values()) else exits.UNAVAILABLE
     if args.action == "down":
         stack.stop()
