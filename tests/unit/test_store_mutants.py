@@ -30,10 +30,11 @@ CUT = "2026-11-05T00:00:00.000000Z"
 
 
 def _day(day: str, login: str | None, messages: int, opens: int = 0, clicks: int = 0,
-         bounces: int = 0) -> dict[str, object]:  # fmt: skip
+         bounces: int = 0, delivered: int = 0, deferred: int = 0) -> dict[str, object]:  # fmt: skip
     """One row of stats() as the CLI prints it."""
     return {"login": login or "-", "day": day, "messages": messages, "unique_opens": opens,
-            "unique_clicks": clicks, "bounces": bounces}  # fmt: skip
+            "unique_clicks": clicks, "bounces": bounces, "delivered": delivered,
+            "deferred": deferred}  # fmt: skip
 
 
 def _schema4(

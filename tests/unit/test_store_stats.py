@@ -55,16 +55,21 @@ def filled(conf: Path) -> Store:
     # news, day 1: one message, delays only.
     message(store, "m5", "news", "2026-11-01")
     events(store, "m5", "delay", "delay", "delay")
+    # Delivery results: m1 delivered to one recipient, deferred twice then failed for
+    # the other; m3 deferred once, then delivered; m4 failed at once.
+    events(store, "m1", "delivered", "deferred", "deferred", "failed")
+    events(store, "m3", "deferred", "delivered")
+    events(store, "m4", "failed")
     return store
 
 
 EXPECTED = [
     {"login": "news", "day": "2026-11-01", "messages": 1, "unique_opens": 0,
-     "unique_clicks": 0, "bounces": 0},
+     "unique_clicks": 0, "bounces": 0, "delivered": 0, "deferred": 0},
     {"login": "shop", "day": "2026-11-01", "messages": 3, "unique_opens": 1,
-     "unique_clicks": 1, "bounces": 2},
+     "unique_clicks": 1, "bounces": 2, "delivered": 2, "deferred": 3},
     {"login": "shop", "day": "2026-11-02", "messages": 1, "unique_opens": 0,
-     "unique_clicks": 1, "bounces": 1},
+     "unique_clicks": 1, "bounces": 1, "delivered": 0, "deferred": 0},
 ]  # fmt: skip
 
 
@@ -161,7 +166,7 @@ def test_the_stats_table_has_a_heading_and_a_row_a_day(conf: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [line.split() for line in result.stdout.splitlines()] == [
-        ["LOGIN", "DAY", "MESSAGES", "OPENED", "CLICKED", "BOUNCES"],
+        ["LOGIN", "DAY", "MESSAGES", "OPENED", "CLICKED", "BOUNCES", "DELIVERED", "DEFERRED"],
         *([str(r[k]) for k in ("login", "day", "messages", "unique_opens", "unique_clicks",
-                               "bounces")] for r in EXPECTED),
+                               "bounces", "delivered", "deferred")] for r in EXPECTED),
     ]  # fmt: skip

@@ -59,13 +59,18 @@ def generated(
     for k in range(200):  # events whose message the store never saw
         events.append(Event(rng.choice(TYPES), f"unknown{k}", _time(rng, rng.choice(DAYS))))
     rng.shuffle(events)
-    early = events[: len(events) // 3] if indexed else []
+    # Delivery results come only for a message the store has (record_deliveries).
+    first = len(events) // 3 if indexed else 0
+    delivery = ("delivered", "deferred")
+    early = [e for e in events[:first] if e.type not in delivery]
+    late = [e for e in events[:first] if e.type in delivery] + events[first:]
     for b in range(0, len(early), 500):
         store.record_events(early[b : b + 500])
     for m in messages:
         store.record_message(m)
-    for b in range(len(early), len(events), 500):
-        store.record_events(events[b : b + 500])
+    for b in range(0, len(late), 500):
+        store.record_events(late[b : b + 500])
+    events = early + late
     status = store.upkeep_status()
     assert (status["events_not_indexed"] == len(events)) != indexed, status
     assert len(events) > 5000 and {e.type for e in events} == set(TYPES)
@@ -79,7 +84,7 @@ def recount(
     for e in events:
         by_uid[e.message_uid].append(e)
     rows: dict[tuple[str, str], dict[str, object]] = {}
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     for m in messages:
         if login is not None and m.login != login:
             continue
@@ -92,10 +97,13 @@ def recount(
         c[1] += any(e.type == "open" for e in mine)
         c[2] += any(e.type == "click" for e in mine)
         c[3] += sum(e.type == "bounce" for e in mine)
+        c[4] += sum(e.type == "delivered" for e in mine)
+        c[5] += sum(e.type == "deferred" for e in mine)
     for (name, day), c in counts.items():
         rows[(day, name)] = {
             "login": name, "day": day, "messages": c[0],
             "unique_opens": c[1], "unique_clicks": c[2], "bounces": c[3],
+            "delivered": c[4], "deferred": c[5],
         }  # fmt: skip
     return [rows[k] for k in sorted(rows)]
 
@@ -112,7 +120,8 @@ def test_stats_equal_a_recount(
     assert store.stats(login=login, since=since) == expected
     if login is None and since is None:
         assert len(expected) == 5 * len(DAYS)
-        assert sum(int(str(r["bounces"])) for r in expected) > 100
+        for column in ("bounces", "delivered", "deferred"):
+            assert sum(int(str(r[column])) for r in expected) > 100, column
 
 
 def test_a_partial_first_day_counts_only_its_own_messages_bounces(

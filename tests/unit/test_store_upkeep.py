@@ -306,6 +306,59 @@ def test_a_daemon_of_the_previous_version_still_writing_is_counted(tmp_path: Pat
     ) == 1
 
 
+def test_a_store_with_delivery_results_of_the_previous_version_counts_them(
+    tmp_path: Path,
+) -> None:
+    """A store of schema 8 (delivery results recorded, no delivered and deferred
+    columns yet) upgraded in place: stats count the results recorded before the
+    upgrade and after it, equal to a recount."""
+    from smtpeter.store import maintenance
+    from smtpeter.store.migrations import INDEX_SWITCH
+
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    for script in MIGRATIONS[:8]:
+        conn.executescript(script)
+    conn.executescript(INDEX_SWITCH)  # a new store of schema 8 switched at once
+    conn.execute("PRAGMA user_version = 8")
+    rng = random.Random(8)
+    messages = [_message(i, rng, f"u{i}") for i in range(300)]
+    conn.executemany(
+        "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+        " features, size_before, size_after, created_at) VALUES (?, ?, ?, ?, ?, ?, '[]', 1, 1, ?)",
+        [
+            (m.uid, m.queue_id, m.message_id, m.login, m.envelope_sender,
+             json.dumps(m.recipients), m.created_at)
+            for m in messages
+        ],
+    )  # fmt: skip
+    results = [
+        Event(rng.choice(("delivered", "deferred", "failed", "open")), m.uid or "", m.created_at)
+        for m in messages
+        for _ in range(rng.choice((0, 1, 2, 3)))
+    ]
+    # Schema 8's own insert: the message's row id found by its uid.
+    conn.executemany(
+        "INSERT INTO events (type, occurred_at, message_uid, detail, message_id)"
+        " SELECT ?1, ?2, ?3, '{}', (SELECT id FROM messages WHERE uid = ?3)",
+        [(e.type, e.occurred_at, e.message_uid) for e in results],
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(str(path))
+    assert store.schema_version() == len(MIGRATIONS)
+    expected = recount(messages, results, None, None)
+    assert sum(int(str(r["delivered"])) for r in expected) > 50
+    assert store.stats() == expected
+    later = [Event("delivered", m.uid or "", m.created_at) for m in messages[:40]]
+    store.record_events(later)
+    assert store.stats() == recount(messages, results + later, None, None)
+    for since in ("2026-11-03", "2026-11-04T13:00:00Z"):
+        assert store.stats(since=since) == recount(messages, results + later, None, since)
+    with store._use("check") as c:
+        assert maintenance.switched(c)
+
+
 def test_upkeep_says_what_it_did(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -129,17 +129,22 @@ def test_events_and_stats_by_tag(tmp_path: Path) -> None:
          Event("open", "m3", "2026-11-03T10:00:02.000000Z"),
          Event("bounce", "m2", "2026-11-03T10:00:03.000000Z", recipient="r@example.org",
                detail={"kind": "hard", "reason": "user-unknown"}),
-         Event("open", "m4", "2026-11-03T10:00:04.000000Z")]
+         Event("open", "m4", "2026-11-03T10:00:04.000000Z"),
+         Event("delivered", "m1", "2026-11-03T10:00:05.000000Z", recipient="r@example.org"),
+         Event("deferred", "m2", "2026-11-03T10:00:06.000000Z", recipient="r@example.org"),
+         Event("delivered", "m3", "2026-11-03T10:00:07.000000Z", recipient="r@example.org")]
     )  # fmt: skip
     newest_first = [(e.message_uid, e.type) for e in store.events(tag="newsletter")]
-    assert newest_first == [("m2", "bounce"), ("m2", "click"), ("m1", "open")]
+    assert newest_first == [
+        ("m2", "deferred"), ("m1", "delivered"), ("m2", "bounce"), ("m2", "click"), ("m1", "open")
+    ]  # fmt: skip
     assert [e.message_uid for e in store.events(tag="newsletter", limit=1, before=10**9)] == ["m2"]
     assert store.events(tag="nothing") == []
     assert store.stats(tag="newsletter") == [
         {"login": "shop", "day": "2026-11-01", "messages": 1, "unique_opens": 1,
-         "unique_clicks": 0, "bounces": 0},
+         "unique_clicks": 0, "bounces": 0, "delivered": 1, "deferred": 0},
         {"login": "shop", "day": "2026-11-02", "messages": 1, "unique_opens": 0,
-         "unique_clicks": 1, "bounces": 1},
+         "unique_clicks": 1, "bounces": 1, "delivered": 0, "deferred": 1},
     ]  # fmt: skip
     assert [r["day"] for r in store.stats(tag="newsletter", since="2026-11-02T00:00:00Z")] == [
         "2026-11-02"

@@ -151,7 +151,8 @@ def _next_page(args: argparse.Namespace, last: int) -> str:
 # (key, heading, width; a negative width is right-aligned) of each column.
 _STATS_COLUMNS = (("login", "LOGIN", 24), ("day", "DAY", 10), ("messages", "MESSAGES", -8),
                   ("unique_opens", "OPENED", -7), ("unique_clicks", "CLICKED", -8),
-                  ("bounces", "BOUNCES", -8))  # fmt: skip
+                  ("bounces", "BOUNCES", -8), ("delivered", "DELIVERED", -9),
+                  ("deferred", "DEFERRED", -8))  # fmt: skip
 _REASON_COLUMNS = (("login", "LOGIN", 24), ("type", "TYPE", 9), ("kind", "KIND", 9),
                    ("reason", "REASON", 18), ("events", "EVENTS", -7),
                    ("recipients", "RECIPIENTS", -10))  # fmt: skip

@@ -36,12 +36,14 @@ from smtpeter.events import EVENT_TYPES
 from smtpeter.store.migrations import INDEX_SWITCH
 
 _COUNT_MESSAGES = """
-    INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces)
+    INSERT INTO daily_stats (day, login, messages, unique_opens, unique_clicks, bounces,
+                             delivered, deferred)
     SELECT substr(m.created_at, 1, 10), COALESCE(m.login, '-'), COUNT(*),
            SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'open')),
            SUM(EXISTS (SELECT 1 FROM events e WHERE e.message_uid = m.uid AND e.type = 'click')),
            SUM((SELECT COUNT(*) FROM events e
-                WHERE e.message_uid = m.uid AND e.type = 'bounce'))
+                WHERE e.message_uid = m.uid AND e.type = 'bounce')),
+           SUM(m.delivered), SUM(m.deferred)
     FROM messages m
     WHERE m.id > ? AND m.id <= ? AND m.opened IS NULL
     GROUP BY 1, 2
@@ -49,7 +51,9 @@ _COUNT_MESSAGES = """
         messages = messages + excluded.messages,
         unique_opens = unique_opens + excluded.unique_opens,
         unique_clicks = unique_clicks + excluded.unique_clicks,
-        bounces = bounces + excluded.bounces
+        bounces = bounces + excluded.bounces,
+        delivered = delivered + excluded.delivered,
+        deferred = deferred + excluded.deferred
 """
 # The flags as counted above (the write lock is held: no event can come in between).
 # The update trigger ignores a change from NULL, so nothing is counted twice.

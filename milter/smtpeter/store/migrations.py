@@ -305,6 +305,55 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM orphan_events WHERE message_uid = OLD.message_uid AND event_id = OLD.id;
     END
     """,
+    # 9: delivery results in stats (issue 11): each message counts its delivered and
+    # deferred events (delivered, deferred), and daily_stats their sums per login and
+    # day the message was sent, kept by a trigger as the delivery reader records them.
+    # The reader records results only for a message the store has. A message an
+    # upgrade's backfill has not counted yet (opened NULL) is added to daily_stats by
+    # the backfill with its counters.
+    #
+    # The results recorded under schema 8 are counted here: read by the (type,
+    # occurred_at) index, as many rows as the reader wrote (a day's worth or so).
+    """
+    ALTER TABLE messages ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daily_stats ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daily_stats ADD COLUMN deferred INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET delivered = c.delivered, deferred = c.deferred
+    FROM (SELECT m.id, SUM(e.type = 'delivered') AS delivered,
+                 SUM(e.type = 'deferred') AS deferred
+          FROM events e CROSS JOIN messages m ON m.id = COALESCE(
+              e.message_id, (SELECT id FROM messages WHERE uid = e.message_uid))
+          WHERE e.type IN ('delivered', 'deferred')
+          GROUP BY 1) AS c
+    WHERE messages.id = c.id;
+    UPDATE daily_stats SET delivered = c.delivered, deferred = c.deferred
+    FROM (SELECT substr(created_at, 1, 10) AS day, COALESCE(login, '-') AS login,
+                 SUM(delivered) AS delivered, SUM(deferred) AS deferred
+          FROM messages
+          WHERE id IN (SELECT COALESCE(e.message_id,
+                                       (SELECT id FROM messages WHERE uid = e.message_uid))
+                       FROM events e WHERE e.type IN ('delivered', 'deferred'))
+            AND opened IS NOT NULL
+          GROUP BY 1, 2) AS c
+    WHERE daily_stats.day = c.day AND daily_stats.login = c.login;
+    CREATE TRIGGER events_delivery AFTER INSERT ON events
+    WHEN NEW.type IN ('delivered', 'deferred')
+    BEGIN
+        UPDATE messages SET
+            delivered = delivered + (NEW.type = 'delivered'),
+            deferred = deferred + (NEW.type = 'deferred')
+        WHERE id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid));
+        UPDATE daily_stats SET
+            delivered = delivered + (NEW.type = 'delivered'),
+            deferred = deferred + (NEW.type = 'deferred')
+        WHERE (day, login) = (
+            SELECT substr(created_at, 1, 10), COALESCE(login, '-') FROM messages
+            WHERE id = COALESCE(NEW.message_id,
+                                (SELECT id FROM messages WHERE uid = NEW.message_uid))
+              AND opened IS NOT NULL);
+    END
+    """,
 )
 
 # The second half of migration 8, run by the index step once message_events holds

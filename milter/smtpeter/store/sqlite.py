@@ -311,20 +311,23 @@ def _stats_live(
         sql = (
             "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
             " COUNT(*) AS messages, SUM(m.opened) AS unique_opens,"
-            " SUM(m.clicked) AS unique_clicks, SUM(m.bounces) AS bounces"
+            " SUM(m.clicked) AS unique_clicks, SUM(m.bounces) AS bounces,"
+            " SUM(m.delivered) AS delivered, SUM(m.deferred) AS deferred"
             f" FROM messages m {where} GROUP BY 1, 2 ORDER BY 2, 1"
         )
         return [dict(r) for r in conn.execute(sql, args)]
     sql = (
         "SELECT login, day, COUNT(*) AS messages, SUM(opened) AS unique_opens,"
-        " SUM(clicked) AS unique_clicks, SUM(bounces) AS bounces FROM ("
+        " SUM(clicked) AS unique_clicks, SUM(bounces) AS bounces,"
+        " SUM(delivered) AS delivered, SUM(deferred) AS deferred FROM ("
         "  SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
         "  COALESCE(m.opened, EXISTS (SELECT 1 FROM events e"
         "    WHERE e.message_uid = m.uid AND e.type = 'open')) AS opened,"
         "  COALESCE(m.clicked, EXISTS (SELECT 1 FROM events e"
         "    WHERE e.message_uid = m.uid AND e.type = 'click')) AS clicked,"
         "  COALESCE(m.bounces, (SELECT COUNT(*) FROM events e"
-        "    WHERE e.message_uid = m.uid AND e.type = 'bounce')) AS bounces"
+        "    WHERE e.message_uid = m.uid AND e.type = 'bounce')) AS bounces,"
+        "  m.delivered, m.deferred"
         f"  FROM messages m {where}"
         ") GROUP BY login, day ORDER BY day, login"
     )
@@ -993,7 +996,8 @@ class SQLiteStore:
                 "SELECT COALESCE(m.login, '-') AS login, substr(m.created_at, 1, 10) AS day,"
                 " COUNT(*) AS messages, SUM(COALESCE(m.opened, 0)) AS unique_opens,"
                 " SUM(COALESCE(m.clicked, 0)) AS unique_clicks,"
-                " SUM(COALESCE(m.bounces, 0)) AS bounces"
+                " SUM(COALESCE(m.bounces, 0)) AS bounces,"
+                " SUM(m.delivered) AS delivered, SUM(m.deferred) AS deferred"
                 " FROM message_tags t CROSS JOIN messages m ON m.id = t.message_id"
                 f" {where} GROUP BY 1, 2 ORDER BY 1, 2",
                 args,
@@ -1034,7 +1038,8 @@ class SQLiteStore:
     ) -> list[dict[str, object]]:
         """Per login and per day the messages were sent: messages, unique opens, unique
         clicks (distinct messages opened or clicked), bounces (bounce events of those
-        messages).
+        messages), delivered and deferred (the delivery results recorded for them: a
+        recipient delivered, a delivery attempt deferred).
 
         Whole days come from daily_stats, the counters the schema's triggers keep as
         messages and events are written: one row read per row returned. A window that
@@ -1062,8 +1067,8 @@ class SQLiteStore:
             rows += [
                 dict(r)
                 for r in conn.execute(
-                    "SELECT login, day, messages, unique_opens, unique_clicks, bounces"
-                    f" FROM daily_stats {where} ORDER BY day, login",
+                    "SELECT login, day, messages, unique_opens, unique_clicks, bounces,"
+                    f" delivered, deferred FROM daily_stats {where} ORDER BY day, login",
                     args,
                 )
             ]
