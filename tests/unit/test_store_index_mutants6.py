@@ -156,7 +156,12 @@ def test_index_steps_cover_each_event_once_in_batches(tmp_path: Path) -> None:
         steps.append(n)
         lags.append(store.upkeep_status()["events_not_indexed"])
     assert (steps, lags) == ([12, 12, 12, 4], [40, 28, 16, 4, 0])
+    # The switch is a step of its own, once everything is indexed.
+    assert store.upkeep_status()["message_events_read"] is False
+    held = store.switch_index()
+    assert held is not None and held >= 0
     assert store.upkeep_status()["message_events_read"] is True
+    assert store.switch_index() is None
 
 
 @pytest.mark.parametrize(

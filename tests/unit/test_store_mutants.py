@@ -362,12 +362,12 @@ def test_upkeep_defaults_batch_500_pause_short_and_progress_every_10_s(
     assert not [r for r in caplog.records if "so far" in r.getMessage()]
     _schema4(tmp_path / "again.db", [(f"u{i}", None, "2026-11-01") for i in range(1200)], [])
     monkeypatch.setattr(upkeep, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(upkeep, "STEP_TARGET", 1000.0)  # every step quick: each twice the last
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
         upkeep.run(SQLiteStore(str(tmp_path / "again.db")), retention_days=0)
     progress = [r.getMessage() for r in caplog.records if "so far" in r.getMessage()]
-    assert progress == ["backfill: 500 rows so far", "backfill: 1000 rows so far",
-                        "backfill: 1200 rows so far"]  # fmt: skip
+    assert progress == ["backfill: 500 rows so far", "backfill: 1200 rows so far"]
 
 
 def test_upkeep_prunes_a_day_of_retention_in_its_batches(
@@ -378,6 +378,7 @@ def test_upkeep_prunes_a_day_of_retention_in_its_batches(
     old = [_record(i, created_at="2026-11-05T10:00:00.000000Z") for i in range(30)]
     store.record_messages([*old, _record(99, created_at="2026-11-05T23:00:00.000000Z")])
     monkeypatch.setattr(upkeep, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(upkeep, "STEP_TARGET", 0.0)  # every step slow: each half the last
     with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
         done = upkeep.run(
             store, retention_days=1, batch=10, now=datetime(2026, 11, 6, 12, tzinfo=UTC)
@@ -385,8 +386,10 @@ def test_upkeep_prunes_a_day_of_retention_in_its_batches(
     assert done.pruned == 30
     assert [m.uid for m in store.messages()] == ["u99"]
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[:3] == [f"prune: {n} rows so far" for n in (10, 20, 30)]
-    assert lines[3] == (
+    # Steps of 10, 5, 2, then 1 (a sixteenth of 10, rounded up to one row) each.
+    steps = [10, 5, 2, *[1] * 13]
+    assert lines[:16] == [f"prune: {sum(steps[: n + 1])} rows so far" for n in range(16)]
+    assert lines[16] == (
         f"store {store.path}: pruned 30 rows older than 2026-11-05T12:00:00.000000Z"
         " (1 days); stats keep their counts"
     )

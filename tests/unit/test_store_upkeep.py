@@ -368,13 +368,14 @@ def test_upkeep_says_what_it_did(
     old_store(path, 300, 6)
     store = SQLiteStore(str(path))
     monkeypatch.setattr(upkeep, "_PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(upkeep, "STEP_TARGET", 1000.0)  # every step quick: each twice the last
     from datetime import UTC, datetime
 
     with caplog.at_level(logging.INFO, logger="smtpeter.store.upkeep"):
         done = upkeep.run(store, retention_days=2, batch=100, now=datetime(2026, 11, 7, tzinfo=UTC))
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == f"store {path}: counting the rows stored before the upgrade"
-    assert "backfill: 100 rows so far" in lines and "backfill: 200 rows so far" in lines
+    assert "backfill: 100 rows so far" in lines and "backfill: 300 rows so far" in lines
     assert f"store {path}: backfill done: {done.backfilled} rows" in lines
     assert done.pruned > 0
     assert lines[-1] == (
@@ -406,3 +407,33 @@ def test_the_writers_keep_the_unindexed_tail_short(tmp_path: Path) -> None:
     assert store.index_step() == lags[-1] and store.index_step() == 0
     assert {m.uid: [e.id for e in store.events(message=m.queue_id)] for m in messages} == before
     assert sum(map(len, before.values())) == 3100
+
+
+@pytest.mark.parametrize(
+    ("seconds", "target", "expected"),
+    [
+        # Quick steps grow to four times the batch, no further.
+        (0.0, 1.0, [100, 200, 400, 400, 400, 400]),
+        # Steps over the target halve, down to a sixteenth of the batch.
+        (0.05, 0.01, [100, 50, 25, 12, 6, 6]),
+    ],
+    ids=["quick", "slow"],
+)
+def test_upkeep_sizes_its_steps_by_how_long_they_hold_the_lock(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, target: float, expected: list[int]
+) -> None:
+    """A step that held the write lock too long makes the next one smaller, a quick one
+    the next one bigger, within bounds; every row is still done."""
+    monkeypatch.setattr(upkeep, "STEP_TARGET", target)
+    sizes: list[int] = []
+
+    def step(size: int) -> int:
+        sizes.append(size)
+        time.sleep(seconds)
+        return size if len(sizes) < 6 else 0
+
+    done = upkeep.Done()
+    rows = upkeep._loop("test", step, 100, done, 0)
+    assert sizes == expected
+    assert rows == sum(expected[:5])
+    assert done.longest_step >= seconds

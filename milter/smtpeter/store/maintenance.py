@@ -254,13 +254,29 @@ def index_step(conn: sqlite3.Connection, batch: int) -> int:
     return high - low
 
 
+def switch_ready(conn: sqlite3.Connection) -> bool:
+    """Whether migration 8's switch can run now: not done yet, migration 5's backfill
+    done (it reads the old index) and every event indexed."""
+    if switched(conn) or state(conn, "backfill_messages") or state(conn, "backfill_events"):
+        return False
+    return index_lag(conn) == 0
+
+
+def read_old_index(conn: sqlite3.Connection) -> int:
+    """Read every page of the old events(message_uid, type) index, without a lock
+    (outside a write transaction): dropping it visits each of its pages, and pages
+    the machine has evicted from its cache are then read from disk with the write
+    lock held (a 10M-entry index cold: 17.9 s of lock measured, warm: 0.65 s). The
+    entries read."""
+    row = conn.execute("SELECT COUNT(*) FROM events INDEXED BY events_message_type").fetchone()
+    return int(row[0])
+
+
 def switch_step(conn: sqlite3.Connection) -> bool:
     """Migration 8's second half (INDEX_SWITCH) once it can run: the backfill of
     migration 5 done (it reads the old index) and every event indexed. True if it ran
     now. Run inside a write transaction."""
-    if switched(conn) or state(conn, "backfill_messages") or state(conn, "backfill_events"):
-        return False
-    if index_lag(conn) > 0:
+    if not switch_ready(conn):
         return False
     # Debian builds SQLite with secure_delete on: dropping the old index would then
     # write zeros over each of its pages (on 10M events ~100,000 pages, 6.7 s of write

@@ -1097,13 +1097,39 @@ class SQLiteStore:
 
     def index_step(self, batch: int = INDEX_LAG) -> int:
         """Index one batch of events above the watermark into message_events, in one
-        short transaction; the events covered. When nothing is left, the switch of
-        migration 8 (the old by-uid index dropped) if the backfill is done too."""
+        short transaction; the events covered (0: caught up)."""
         with self._use("index") as conn, _transaction(conn):
-            n = maintenance.index_step(conn, batch)
-            if n == 0 and maintenance.switch_step(conn):
-                log.info("store %s: a message's events are read by message_events", self.path)
-            return n
+            return maintenance.index_step(conn, batch)
+
+    def switch_index(self) -> float | None:
+        """Migration 8's switch (the old by-uid index of events dropped) once every
+        event is indexed and the backfill is done; the seconds it held the write lock,
+        None when it could not run (not ready, or done before).
+
+        The old index is read whole first, without the lock: dropping it visits each
+        of its pages, and any the machine's cache no longer holds would be read from
+        disk with the lock held (on 12.8M events measured: 17.9 s cold, 0.65 s after
+        the read)."""
+        with self._use("index switch") as conn:
+            if not maintenance.switch_ready(conn):
+                return None
+            started = time.monotonic()
+            entries = maintenance.read_old_index(conn)
+            read = time.monotonic() - started
+            started = time.monotonic()
+            with _transaction(conn):
+                if not maintenance.switch_step(conn):
+                    return None
+            held = time.monotonic() - started
+        log.info(
+            "store %s: a message's events are read by message_events; the old index"
+            " (%d entries) read in %.1f s without the lock, then dropped holding it %.2f s",
+            self.path,
+            entries,
+            read,
+            held,
+        )
+        return held
 
     def backfill_step(self, batch: int = 2000) -> int:
         """Count one batch of the messages an upgrade found (their flags and daily_stats
