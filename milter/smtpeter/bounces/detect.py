@@ -46,7 +46,8 @@ Layout, one concern a module (as flufl.bounce has one detector a module):
 headers and the text of its own parts), ``text.py`` (status codes, addresses, field
 blocks, paragraphs), ``detectors/<format>.py`` (one ``detect(msg)`` each), and this
 module, which runs them in order and has every failure judged by its reason
-(``reasons.py``: the kind it reports is that judgement). Feedback reports are
+(``reasons.py``: the kind it reports is that judgement) and by the SMTP command the
+bounce shows it refused at (``phase.py``: MAIL FROM, DATA). Feedback reports are
 ``complaints.py``'s, read from the same parsed message (:func:`read`).
 """
 
@@ -55,6 +56,7 @@ from __future__ import annotations
 import logging
 import re
 
+from smtpeter.bounces import phase
 from smtpeter.bounces.detectors import (
     Detector,
     amazonworkmail,
@@ -157,33 +159,38 @@ def _original_id(msg: BounceMessage) -> str | None:
     return m.group(1) if m else None
 
 
-def _unique(failures: list[Failure]) -> tuple[Failure, ...]:
+def _unique(failures: list[Failure], msg: BounceMessage) -> tuple[Failure, ...]:
     """One failure per recipient (the first reported), at most MAX_FAILURES, each
-    judged by its reason."""
+    judged by its reason and by the command the bounce shows it refused at."""
     seen: dict[str, Failure] = {}
     for failure in failures:
         seen.setdefault(failure.recipient, failure)
-    return tuple(judge(f) for f in list(seen.values())[:MAX_FAILURES])
+    kept = list(seen.values())[:MAX_FAILURES]
+    found = phase.evidence(msg)
+    only = len(kept) == 1
+    return tuple(judge(f, phase.stage(f, found, only)) for f in kept)
 
 
 def _detect(msg: BounceMessage) -> Report:
     original = _original_id(msg)
     failures = dsn.detect(msg)
     if failures is not None:
-        return Report(_unique(failures), msg.is_report, "dsn", original)
+        return Report(_unique(failures, msg), msg.is_report, "dsn", original)
     for name, detector in TEXT_DETECTORS:
         found = detector(msg)
         if found:
-            return Report(_unique(found), msg.is_report, name, original)
+            return Report(_unique(found, msg), msg.is_report, name, original)
     bounce = generic.looks_like_bounce(msg)
     if not bounce and autoreply.is_autoreply(msg):
         in_reply_to = message_id(msg.header("in-reply-to"))
-        return Report(_unique(autoreply.detect(msg)), False, "autoreply", in_reply_to or original)
+        return Report(
+            _unique(autoreply.detect(msg), msg), False, "autoreply", in_reply_to or original
+        )
     if bounce:
         found = generic.detect(msg)
         if found:
-            return Report(_unique(found), msg.is_report, "generic", original)
+            return Report(_unique(found, msg), msg.is_report, "generic", original)
     found = phrases.detect(msg)
     if found:
-        return Report(_unique(found), msg.is_report, "phrases", original)
+        return Report(_unique(found, msg), msg.is_report, "phrases", original)
     return NOTHING

@@ -11,6 +11,14 @@ user or domain is hard, but only under a permanent status (or none): a 4.x.x
 report, such as Postfix's "Host or domain name not found ... try again" after the
 queue lifetime ran out, proves nothing about the address. A refused sender
 (x.1.7, x.1.8: the sender's address or domain) says nothing about the recipient.
+Nor does an address verdict in reply to MAIL FROM, before any recipient was named
+(``sender-rejected``), or one given after DATA (:mod:`smtpeter.bounces.phase` reads
+which command a refusal answered): the server had taken the recipient at RCPT and
+then refused the message ("550 Unknown user" in reply to end of DATA is how Japanese
+mobile carriers answer for a sender the recipient's filter refuses), so it is
+``content-rejected``, unless the server's own code names the address (x.1.x) or the
+reply is Yahoo's ("delivery error: dd ..."), which checks its mailboxes only after
+DATA.
 
 The reasons, in the order the diagnostic text is read (the first that matches wins;
 then the status code's subject and detail decide):
@@ -24,9 +32,11 @@ reason                    kind   what it means
 ``spam-detected``         soft   the content was judged spam
 ``blocked``               soft   the sending IP or domain is refused (block lists,
                                  no reverse DNS)
-``content-rejected``      soft   virus, attachment, or content refused (x.6.x)
+``content-rejected``      soft   virus, attachment, or content refused (x.6.x);
+                                 an address refused after DATA (the
+                                 recipient's filter)
 ``sender-rejected``       soft   the sender's address or domain was refused (x.1.7,
-                                 x.1.8)
+                                 x.1.8); an address refused in reply to MAIL FROM
 ``policy``                soft   relaying, authentication, DMARC/SPF (x.7.x)
 ``mailbox-disabled``      soft   mailbox suspended or disabled (x.2.1)
 ``host-unknown``          hard   the domain does not exist or has no mail host
@@ -47,6 +57,7 @@ import re
 from dataclasses import replace
 from typing import Final, Literal
 
+from smtpeter.bounces.phase import Stage
 from smtpeter.bounces.report import Failure
 
 Reason = Literal[
@@ -119,17 +130,22 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
     (
         "content-rejected",
         r"virus|malware|attachment|content (?:rejected|refused|not allowed)"
-        r"|message content|forbidden content|prohibited (?:content|file)",
+        r"|message content|forbidden content|prohibited (?:content|file)"
+        r"|refused due to recipient preferences",
     ),
     (
         "policy",
         r"policy|not authori[sz]ed|unauthenticated|\bdmarc\b|\bspf\b|\bdkim\b"
         r"|relay(?:ing)? (?:denied|not permitted|prohibited)|not permitted"
-        r"|sender (?:address )?rejected|authentication required|rate limit|access denied",
+        r"|sender (?:address )?rejected|authentication required|rate limit|access denied"
+        r"|too many recipients",
     ),
     (
         "network-error",
-        r"too many (?:[a-z]+ ){0,2}(?:connections|sessions)",
+        r"too many (?:[a-z]+ ){0,2}(?:connections|sessions)"
+        # The name server failed (Postfix's "Malformed or unexpected name server
+        # reply", a resolver's temporary failure): the domain may well exist.
+        r"|malformed or unexpected name server reply|temporary failure in name resolution",
     ),
     (
         "mailbox-disabled",
@@ -144,7 +160,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|domain (?:name )?(?:not found|does not exist|doesn'?t exist|is invalid)"
         r"|no (?:mx|mail exchanger|such domain)|unrouteable (?:mail )?domain"
         r"|name service error|nxdomain|mail domain does not exist|no such host"
-        r"|non-?existent (?:host|domain)",
+        r"|non-?existent (?:host|domain)|domain (?:name )?\S+ (?:couldn'?t|could not) be found",
     ),
     (
         "user-unknown",
@@ -157,7 +173,8 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|recipient not recognized|addressee unknown|recipnotfound"
         r"|not listed in (?:the )?(?:domino directory|address book|public name)"
         r"|invalid final delivery userid|user not known|does not have a final email delivery point"
-        r"|recipient name is not recognized|no longer accepts mail",
+        r"|recipient name is not recognized|no longer accepts mail"
+        r"|address (?:couldn'?t|could not|cannot) be found",
     ),
     (
         "not-accepted",
@@ -165,6 +182,7 @@ _PATTERNS: Final[tuple[tuple[Reason, str], ...]] = (
         r"|system not accept",
     ),
 )
+_DBEB: Final = "recipient address rejected: access denied"
 _TEXT: Final = tuple((reason, re.compile(pattern)) for reason, pattern in _PATTERNS)
 
 # By the status code's subject and detail (RFC 3463), when the text said nothing.
@@ -200,6 +218,10 @@ def reason_of(status: str | None, diagnostic: str | None) -> Reason:
         return "sender-rejected"
     if diagnostic:
         text = " ".join(diagnostic.lower().split())
+        if status and status.endswith(".4.1") and _DBEB in text:
+            # Exchange Online's directory-based edge blocking: no such recipient in
+            # the tenant (5.4.1). Postfix's access maps say the same words with 5.7.1.
+            return "user-unknown"
         for reason, pattern in _TEXT:
             if pattern.search(text):
                 return reason
@@ -228,12 +250,38 @@ def kind_of(reason: Reason, status: str | None) -> Literal["hard", "soft"] | Non
     return "soft"
 
 
-def judge(failure: Failure) -> Failure:
+# Yahoo takes every RCPT and refuses an unknown mailbox after DATA: "554 delivery
+# error: dd This user doesn't have a yahoo.com account".
+_LATE_CHECK: Final = re.compile(r"delivery error: dd\b")
+
+
+def staged_reason(
+    reason: Reason, stage: Stage | None, status: str | None, diagnostic: str | None
+) -> Reason:
+    """The reason of a failure by the command it answered: an address verdict in reply
+    to MAIL FROM is about the sender (``sender-rejected``); after DATA it is the
+    recipient's filter (``content-rejected``), unless the server's own x.1.x code or
+    Yahoo's late mailbox check says the address is bad."""
+    if reason not in HARD or stage is None:
+        return reason
+    if stage == "mail":
+        return "sender-rejected"
+    if status and status.partition(".")[2].startswith("1."):
+        return reason
+    if diagnostic and _LATE_CHECK.search(" ".join(diagnostic.lower().split())):
+        return reason
+    return "content-rejected"
+
+
+def judge(failure: Failure, stage: Stage | None = None) -> Failure:
     """The failure with its reason, and its kind decided by it (hard or soft; left
-    ``unknown`` when nothing is known). Delays and auto-replies are left as they are."""
+    ``unknown`` when nothing is known). Delays and auto-replies are left as they are.
+    ``stage``: the command the bounce shows the refusal answered (MAIL FROM, DATA)."""
     if failure.kind not in ("hard", "soft", "unknown"):
         return failure
-    reason = reason_of(failure.status, failure.diagnostic)
+    reason = staged_reason(
+        reason_of(failure.status, failure.diagnostic), stage, failure.status, failure.diagnostic
+    )
     kind = kind_of(reason, failure.status)
     if kind is None:
         # No status and a reply that says nothing: the detector knew it failed (an

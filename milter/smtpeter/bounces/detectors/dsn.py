@@ -10,6 +10,7 @@ import re
 from smtpeter.bounces.message import BounceMessage
 from smtpeter.bounces.report import Failure, Kind
 from smtpeter.bounces.text import (
+    ENHANCED,
     Block,
     address,
     clip,
@@ -84,8 +85,10 @@ def detect(msg: BounceMessage) -> list[Failure] | None:
                 action = "delayed"
             else:
                 continue
-            diagnostic = clip(record.get("diagnostic-code")) or _status_comment(
-                record.get("status")
+            diagnostic = (
+                clip(record.get("diagnostic-code"))
+                or _status_comment(record.get("status"))
+                or _text_reason(msg.text, recipient)
             )
             status = _dsn_status(record.get("status"), diagnostic)
             kind: Kind = "delay" if action == "delayed" else failed_kind(status, "unknown")
@@ -134,8 +137,9 @@ def _status_fields_in(text: str) -> str:
 
 
 def _dsn_status(field: str | None, diagnostic: str | None) -> str | None:
-    """The Status field; the Diagnostic-Code's code when Status is missing, or is only
-    the class (``5.0.0``, as Exim writes) and the remote reply was more precise."""
+    """The Status field; the Diagnostic-Code's code when Status is missing, is only
+    the class (``5.0.0``, as Exim writes) and the remote reply was more precise, or is
+    the remote's permanent code made transient."""
     reply = diagnostic.partition(";")[2] if diagnostic and ";" in diagnostic else diagnostic
     status = status_of(field)
     detail = status_of(reply)
@@ -143,7 +147,30 @@ def _dsn_status(field: str | None, diagnostic: str | None) -> str | None:
         return detail
     if detail and status.endswith(".0.0") and detail[0] == status[0]:
         return detail
+    if detail and status[0] == "4" and detail == f"5{status[1:]}" and ENHANCED.search(reply or ""):
+        # The remote's own enhanced code is permanent and the reporter softened it
+        # (Postfix's soft_bounce: "Status: 4.5.0" for a "550 5.5.0" reply that
+        # finally bounced).
+        return detail
     return status
+
+
+def _text_reason(text: str, recipient: str) -> str | None:
+    """The reason a report without a Diagnostic-Code gives in its own text, on the
+    recipient's line: ``addr: 550 5.1.1 ...`` or ``addr: Domain does not exist``
+    (OpenSMTPD's report lists each recipient so above its delivery-status part), or
+    in Gmail's sentence about it."""
+    if "@" not in recipient or recipient.lower() not in text.lower():
+        return None
+    addr = re.escape(recipient)
+    m = re.search(rf"^[ \t]*<?{addr}>?:[ \t]+(\S[^\n]*)$", text, re.I | re.M) or re.search(
+        # Gmail: "Your message wasn't delivered to ADDR because the address couldn't be
+        # found ...".
+        rf"(?:wasn't|was not) delivered to {addr} because (\S[^\n]*)",
+        text,
+        re.I,
+    )
+    return clip(m.group(1)) if m else None
 
 
 def _status_comment(field: str | None) -> str | None:

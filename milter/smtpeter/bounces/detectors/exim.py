@@ -1,6 +1,7 @@
 """Exim's non-DSN bounce and delay warning: "The following address(es) failed:"
 or "... has not yet been delivered", then indented addresses and reasons; GMX's
-variant writes each address quoted (``"ADDR":``) and its reason unindented below."""
+variant writes each address quoted (``"ADDR":``) and its reason unindented below;
+MXLogic's writes ``<ADDR>: reason`` on one line."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from smtpeter.bounces.text import (
 
 def detect(msg: BounceMessage) -> list[Failure]:
     text = msg.text
-    if "This message was created automatically by mail delivery software" not in text:
+    # Exim's template; a relay may name itself ("... by the SMTP relay on HOST").
+    if not re.search(
+        r"This message was created automatically by (?:mail delivery software|the )", text
+    ):
         return []
     # The heading may be wrapped: "The following addresses\nfailed:".
     failed = re.search(r"following\s+address(?:\(es\)|es)?\s+failed:[ \t]*$", text, re.M)
@@ -61,6 +65,9 @@ def detect(msg: BounceMessage) -> list[Failure]:
             entries.append((addr, [], []))
         elif unindented and entries:
             entries[-1][1].append(line.strip())
+        elif (angled := _ANGLED.match(line)) and (addr := address(angled.group(1))):
+            # MXLogic's Exim writes the address and the reply on one line.
+            entries.append((addr, [angled.group(2).strip()], []))
         elif indent <= 2 and (addr := address(line.strip().removesuffix(":"))):
             # Some Exim builds end the address line with a colon.
             entries.append((addr, [], []))
@@ -87,4 +94,5 @@ def detect(msg: BounceMessage) -> list[Failure]:
 
 
 _GENERATED = re.compile(r"^\s*\(generated from ([^)\s]+)\)\s*$")
+_ANGLED = re.compile(r"^[ \t]{0,2}<([^<>\s]+@[^<>\s]+)>:[ \t]*(\S.*)$")
 _QUOTED = re.compile(r'^[ \t]*"([^"\s]+@[^"\s]+)":[ \t]*$')

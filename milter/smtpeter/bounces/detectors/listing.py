@@ -10,7 +10,8 @@ will still be tried (a warning) makes every recipient a ``delay``. Read only in 
 message that says it is a bounce (sender or subject) or carries a delivery-status
 part; addresses must stand alone on their lines (with a bullet, quotes, brackets or
 ``[SMTP:...]`` around them, and the reason after ``:`` or ``...`` or in brackets
-after them, ``addr [User unknown]``). "Delivery to the following recipients was
+after them, ``addr [User unknown]``; for a single address without one, the
+"Technical details:" under the list). "Delivery to the following recipients was
 aborted after N hour(s)" says it gave up: ``soft`` unless the reason says more.
 """
 
@@ -21,7 +22,7 @@ import re
 from smtpeter.bounces.detectors.generic import looks_like_bounce
 from smtpeter.bounces.message import BounceMessage
 from smtpeter.bounces.report import MAX_FAILURES, Failure, Kind
-from smtpeter.bounces.text import ADDR, RETURNED, address, text_failure, until
+from smtpeter.bounces.text import ADDR, RETURNED, address, lines_after, text_failure, until
 
 _TABLE: tuple[tuple[str, Kind], ...] = (
     (r"The following recipients? did not receive (?:this|your) message:", "unknown"),
@@ -34,6 +35,11 @@ _TABLE: tuple[tuple[str, Kind], ...] = (
     (r"^-+ ?The following addresses had delivery errors ?-+", "unknown"),
     (r"could not be delivered to the following (?:recipients|user)s?:", "unknown"),
     (r"(?:was not|could not be) delivered to:?[ \t]*$", "unknown"),
+)
+# Under the list, the one recipient's reply ("Technical details of permanent failure:",
+# as Gmail wrote it, or just "Technical details:").
+_DETAILS = re.compile(
+    r"^[ \t]*Technical details(?: of (?:permanent|temporary) failure)?:[ \t]*$", re.I | re.M
 )
 _HEADINGS = tuple((re.compile(pattern, re.I | re.M), kind) for pattern, kind in _TABLE)
 _WARNING = re.compile(
@@ -58,6 +64,10 @@ def detect(msg: BounceMessage) -> list[Failure]:
             continue
         kind: Kind = "delay" if _WARNING.search(text) else default
         failures = _listed(text[m.end() :], kind)
+        if len(failures) == 1 and failures[0].diagnostic is None:
+            details = _DETAILS.search(text, m.end())
+            if details and (why := " ".join(lines_after(text, details.end()))):
+                failures = [_failure(failures[0].recipient, [why], kind)]
         if failures:
             return failures
     return []

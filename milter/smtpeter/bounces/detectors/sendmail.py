@@ -1,5 +1,6 @@
 """Pre-DSN Sendmail "Returned mail": "The following addresses had permanent fatal
-(or transient non-fatal) errors", addresses with "(reason: ...)"."""
+(or transient non-fatal) errors", addresses with "(reason: ...)", else, for a single
+recipient, the transcript's first reply."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def detect(msg: BounceMessage) -> list[Failure]:
             elif not line[0].isspace() and (addr := address(stripped)):
                 current = addr
                 order.append(addr)
+        if len(order) == 1 and order[0] not in reasons and (reply := _first_reply(text)):
+            # No "(reason: ...)": the one recipient's reply is the transcript's first
+            # (Active!Hunter writes the remote's reply there bare).
+            reasons[order[0]] = reply
         failures += [
             text_failure(
                 r, reasons.get(r), kind, remote.group(1) if remote else None, aliases.get(r)
@@ -46,3 +51,14 @@ def detect(msg: BounceMessage) -> list[Failure]:
             for r in order
         ]
     return failures
+
+
+def _first_reply(text: str) -> str | None:
+    """The first 4xx or 5xx reply of the transcript ("<<< 550 ..." or bare)."""
+    m = re.search(r"-+ Transcript of session follows -+[ \t]*$", text, re.M)
+    if m is None:
+        return None
+    for line in lines_after(text, m.end()):
+        if r := re.match(r"(?:<<< )?([45]\d\d[ -]\S.*)$", line.strip()):
+            return r.group(1)
+    return None
