@@ -182,6 +182,15 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True)
+class DeliveriesConfig:
+    # Where `smtpeter deliveries` reads Postfix's delivery results: auto, journal, or
+    # the absolute path of a log file. auto: /var/log/mail.log if it exists (rsyslog),
+    # else the file Postfix's maillog_file names (postconf), else the journal (a
+    # Debian 12 without rsyslog).
+    source: str = "auto"
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: LogLevel = "info"
 
@@ -194,6 +203,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this was read from (None for built-in defaults).
     source: str | None = None
@@ -279,7 +289,8 @@ def _build(cls: type[Any], data: Any, prefix: str, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    # Config.source is where the file was read from, not a setting.
+    known = {f.name for f in dataclasses.fields(cls) if cls is not Config or f.name != "source"}
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
@@ -408,6 +419,11 @@ def _validate(cfg: Config, where: str) -> None:
             _command_words(cfg.bounces.sendmail) is not None,
             "bounces.sendmail",
             "a command such as /usr/sbin/sendmail (shell-style words, not empty)",
+        ),
+        (
+            cfg.deliveries.source in ("auto", "journal") or os.path.isabs(cfg.deliveries.source),
+            "deliveries.source",
+            "auto, journal, or the absolute path of a log file such as /var/log/mail.log",
         ),
     ]
     for ok, key, expected in checks:

@@ -28,7 +28,7 @@ UPKEEP = PACKAGING / "systemd" / "smtpeter-upkeep.service"
 TIMER = PACKAGING / "systemd" / "smtpeter-upkeep.timer"
 MAN8 = PACKAGING / "man" / "smtpeter.8"
 MAN5 = PACKAGING / "man" / "smtpeter.yaml.5"
-DAEMONS = ("authd", "milter", "tracker")
+DAEMONS = ("authd", "deliveries", "milter", "tracker")
 
 
 def _plain(troff: str) -> str:
@@ -61,8 +61,17 @@ def test_unit_settings(unit: Path) -> None:
     assert service["Restart"] == "on-failure"
     assert service["NoNewPrivileges"] == "yes"
     assert service["ProtectSystem"] == "strict"
-    assert service["ReadWritePaths"].split() == ["/var/lib/smtpeter", "/var/spool/postfix/smtpeter"]
-    assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+    if daemon == "deliveries":
+        # It reads the log and writes the store; no socket, no network.
+        assert service["ReadWritePaths"].split() == ["/var/lib/smtpeter"]
+        assert service["RestrictAddressFamilies"].split() == ["AF_UNIX"]
+        assert service["PrivateNetwork"] == "yes"
+    else:
+        assert service["ReadWritePaths"].split() == [
+            "/var/lib/smtpeter",
+            "/var/spool/postfix/smtpeter",
+        ]
+        assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
     for key in ("ProtectHome", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables"):
         assert service[key] == "yes", key
     if daemon in ("authd", "milter"):
@@ -76,6 +85,20 @@ def test_unit_settings(unit: Path) -> None:
         # The main process stops its workers; a second SIGTERM would hurry them.
         assert service["KillMode"] == "mixed"
     assert u["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_deliveries_unit_reads_the_log_the_config_names() -> None:
+    """smtpeter-deliveries.service runs `smtpeter deliveries` with the source left to
+    deliveries.source, in the groups that read rsyslog's mail.log and the journal, and
+    is installed by the package (debhelper enables and starts every unit it ships)."""
+    service = _unit(PACKAGING / "systemd" / "smtpeter-deliveries.service")["Service"]
+    assert set(service["SupplementaryGroups"].split()) == {"adm", "systemd-journal"}
+    args = build_parser().parse_args(service["ExecStart"].split()[1:])
+    assert args.command == "deliveries"
+    assert (args.log, args.journal, args.once, args.from_start) == (None, False, False, False)
+    install = (DEBIAN / "smtpeter.install").read_text(encoding="utf-8").splitlines()
+    assert "packaging/systemd/smtpeter-deliveries.service lib/systemd/system/" in install
+    assert "dh_installsystemd" in (DEBIAN / "rules").read_text(encoding="utf-8")
 
 
 def test_upkeep_unit_and_timer() -> None:

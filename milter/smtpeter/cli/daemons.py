@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -89,19 +90,54 @@ def run_bounce(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def run_deliveries(args: argparse.Namespace, cfg: Config) -> int:
-    """Follow Postfix's log until SIGTERM or SIGINT (with --once, to its end)."""
+    """Follow Postfix's log or the journal until SIGTERM or SIGINT (with --once, to
+    its end). The source: --log, --journal (or --journal-file, --journal-directory),
+    else deliveries.source."""
     import threading
 
-    from smtpeter.deliveries import reader
+    from smtpeter.cli import exits
+    from smtpeter.deliveries import journal, reader
 
+    files: list[str] = args.journal_file
+    if args.log is not None and (files or args.journal_directory):
+        print("smtpeter: deliveries: --log and --journal-file/--journal-directory "
+              "exclude each other", file=sys.stderr)  # fmt: skip
+        return exits.USAGE
+    if files and args.journal_directory:
+        print("smtpeter: deliveries: give --journal-file or --journal-directory, not both",
+              file=sys.stderr)  # fmt: skip
+        return exits.USAGE
+    if args.log is not None:
+        choice = reader.Choice(args.log, "--log")
+    elif args.journal or files or args.journal_directory:
+        choice = reader.Choice(None, "--journal")
+    else:
+        choice = reader.choose(cfg.deliveries.source)
+    source: reader.Source
+    if choice.path is None:
+        source = journal.JournalSource(
+            files=files, directory=args.journal_directory, from_start=args.from_start
+        )
+    else:
+        source = reader.FileSource(choice.path)
+    log.info("deliveries: reading %s (%s)", source.label, choice.why)
+    path = choice.path
+    if path is not None and os.path.exists(path) and not os.access(path, os.R_OK):
+        # The follower would wait for it without a word.
+        log.warning("deliveries: %s cannot be read by this user; give it group adm and "
+                    "mode 0640", path)  # fmt: skip
     store = open_store(cfg.store)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    counts = reader.run(store, args.log, once=args.once, stop=stop)
+    try:
+        counts = reader.run_source(store, source, once=args.once, stop=stop)
+    except journal.JournalError as e:
+        log.error("deliveries: cannot read %s: %s", source.label, e)
+        return exits.UNAVAILABLE
     log.info(
-        "deliveries: %d lines of %s read, %d delivery results, %d events recorded",
-        counts.lines, args.log, counts.results, counts.recorded,
+        "deliveries: %d entries of %s read, %d delivery results, %d events recorded",
+        counts.lines, source.label, counts.results, counts.recorded,
     )  # fmt: skip
     return 0
 

@@ -42,14 +42,36 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_parsers(sub)
     deliveries = sub.add_parser(
         "deliveries",
-        help="record Postfix's delivery results from its log (foreground)",
-        description="Follow Postfix's log file (rsyslog's mail.log, or the file Postfix's "
-        "maillog_file names) across rotation and record each recipient's delivered, "
-        "deferred or failed result for the messages the milter recorded. Resumes where it "
-        "stopped (the position is kept in the store).",
+        help="record Postfix's delivery results from its log or the journal (foreground)",
+        description="Follow Postfix's log (rsyslog's mail.log, the file Postfix's "
+        "maillog_file names, or the systemd journal) and record each recipient's "
+        "delivered, deferred or failed result for the messages the milter recorded. "
+        "Without --log or --journal, deliveries.source of the config file decides "
+        "(auto: /var/log/mail.log if it exists, else maillog_file, else the journal). "
+        "Resumes where it stopped (the position is kept in the store).",
+    )
+    where = deliveries.add_mutually_exclusive_group()
+    where.add_argument("--log", metavar="FILE", help="read the log file FILE")
+    where.add_argument(
+        "--journal", action="store_true", help="read the systemd journal (with journalctl)"
     )
     deliveries.add_argument(
-        "--log", default="/var/log/mail.log", help="the log file (default: %(default)s)"
+        "--journal-file",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="read these journal files instead of this machine's journal (repeatable; "
+        "implies --journal)",
+    )
+    deliveries.add_argument(
+        "--journal-directory",
+        metavar="DIR",
+        help="read the journal files in DIR instead of this machine's (implies --journal)",
+    )
+    deliveries.add_argument(
+        "--from-start",
+        action="store_true",
+        help="on the journal's first reading, begin at its start, not at its end",
     )
     deliveries.add_argument(
         "--once", action="store_true", help="read what the log has now, then exit"
