@@ -9,12 +9,13 @@ import json
 import re
 import shlex
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smtpeter.cli import exits
 from smtpeter.config import Config
-from smtpeter.events import EVENT_TYPES
+from smtpeter.events import EVENT_TYPES, Event
 from smtpeter.store import open_store, upkeep
 from smtpeter.tracker import keys
 
@@ -41,12 +42,28 @@ def parse_since(text: str) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# events' page size when --limit is not given.
+LIMIT = 100
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid --limit {text!r}: a whole number, 1 or more")
+    return value
+
+
 def add_parsers(sub: Any) -> None:
     ev = sub.add_parser(
         "events",
-        help="list opens, clicks and bounces",
-        description="List tracking events, newest first, a page at a time: a table, or "
-        "JSON lines with --json. A full page ends with the command for the next one.",
+        help="list opens, clicks, bounces and delivery results",
+        description="List events, newest first, a page at a time: a table, or JSON lines "
+        "with --json. When there are more, the page ends (on standard error) with the "
+        "command for the next one. --follow prints the newest page oldest first, then each "
+        "new event as it is recorded, until interrupted.",
     )
     ev.add_argument("--login", help="only messages sent by this login")
     ev.add_argument("--message", metavar="ID", help="a message's Message-ID, queue id or uid")
@@ -59,8 +76,23 @@ def add_parsers(sub: Any) -> None:
         metavar="ID",
         help="the page after this event id (the last id of the previous page)",
     )
-    ev.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    ev.add_argument(
+        "--limit", type=_positive, default=LIMIT, help=f"at most this many (default {LIMIT})"
+    )
     ev.add_argument("--json", action="store_true", help="one JSON object per line")
+    ev.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="then print new events as they are recorded (Ctrl-C stops)",
+    )
+    ev.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="with --follow, seconds between two looks at the store (default 1)",
+    )
 
     st = sub.add_parser(
         "stats",
@@ -107,39 +139,62 @@ def add_parsers(sub: Any) -> None:
     k.add_argument("--json", action="store_true", help="print JSON")
 
 
-def run_events(args: argparse.Namespace, cfg: Config) -> int:
-    store = open_store(cfg.store, create=False)
-    found = store.events(
-        login=args.login,
-        message=args.message,
-        type=args.type,
-        since=args.since,
-        before=args.before,
-        limit=args.limit,
-        tag=args.tag,
-    )
-    if args.json:
-        for e in found:
+def _print_events(found: list[Event], as_json: bool) -> None:
+    for e in found:
+        if as_json:
             print(json.dumps(dataclasses.asdict(e), ensure_ascii=False))
-    else:
+            continue
+        what = e.url or " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
+        print(
+            f"{e.id or 0:>9} {e.occurred_at[:19]:<20} {e.type:<9} "
+            f"{(e.login or '-')[:16]:<16} {(e.recipient or '-')[:28]:<28} {what}"
+        )
+
+
+def run_events(args: argparse.Namespace, cfg: Config) -> int:
+    if args.follow and args.before is not None:
+        print("smtpeter events: --follow and --before do not go together", file=sys.stderr)
+        return exits.USAGE
+    store = open_store(cfg.store, create=False)
+    filters = {"login": args.login, "message": args.message, "type": args.type,
+               "since": args.since, "tag": args.tag}  # fmt: skip
+    # One more than the page: whether there are more is then known, not guessed.
+    found = store.events(**filters, before=args.before, limit=args.limit + 1)
+    more = len(found) > args.limit
+    found = found[: args.limit]
+    if args.follow:
+        found.reverse()  # as a log reads: oldest first
+    if not args.json:
         print(f"{'ID':>9} {'TIME':<20} {'TYPE':<9} {'LOGIN':<16} {'RECIPIENT':<28} WHAT")
-        for e in found:
-            what = e.url or " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) or "-"
-            print(
-                f"{e.id or 0:>9} {e.occurred_at[:19]:<20} {e.type:<9} "
-                f"{(e.login or '-')[:16]:<16} {(e.recipient or '-')[:28]:<28} {what}"
-            )
-    if found and len(found) == args.limit and found[-1].id is not None:
+    _print_events(found, args.json)
+    if more and not args.follow and found[-1].id is not None:
         # On stderr, so that --json output stays one event a line.
-        print(f"next page: {_next_page(args, found[-1].id)}", file=sys.stderr)
-    return exits.OK
+        print(f"more: {_next_page(args, found[-1].id)}", file=sys.stderr)
+    if not args.follow:
+        return exits.OK
+    sys.stdout.flush()
+    last = max((e.id or 0 for e in found), default=0)
+    if not found:
+        # Nothing matches yet: from the newest event recorded on.
+        newest = store.events(limit=1)
+        last = newest[0].id or 0 if newest else 0
+    try:
+        while True:
+            time.sleep(args.interval)
+            new = store.events(**filters, after=last, limit=1000)
+            if new:
+                _print_events(new, args.json)
+                sys.stdout.flush()
+                last = new[-1].id or last
+    except KeyboardInterrupt:
+        return exits.OK
 
 
 def _next_page(args: argparse.Namespace, last: int) -> str:
     words = ["smtpeter", *(["--config", args.config] if args.config else []), "events"]
     for option in ("login", "message", "type", "tag", "limit"):
         value = getattr(args, option)
-        if value is not None and not (option == "limit" and value == 1000):
+        if value is not None and not (option == "limit" and value == LIMIT):
             words += [f"--{option}", str(value)]
     if args.since is not None:
         words += ["--since", args.since]

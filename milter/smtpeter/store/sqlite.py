@@ -884,12 +884,14 @@ class SQLiteStore:
         before: int | None = None,
         limit: int = 1000,
         tag: str | None = None,
+        after: int | None = None,
     ) -> list[Event]:
         """Events, newest first: in the reverse of the order the store recorded them
         (the tracker writes them as they come; a batch held back by a store outage
         comes in later than its times say). ``message`` matches a message's uid,
         Message-ID or queue id. ``before`` is a cursor: the ``id`` of the last event
-        of the previous page.
+        of the previous page. ``after`` instead: the events recorded after that id,
+        oldest first (``events --follow``).
 
         Each page is read by an index in this order: events by id, a login's events
         by (login, event id), a message's events by uid; ``since`` with ``type`` by
@@ -955,14 +957,14 @@ class SQLiteStore:
                     )
                     pre = [login]
                     key = "l.event_id"
-            where, args = _where([*filters, (f"{key} < ?", before)])
+            where, args = _where([*filters, (f"{key} < ?", before), (f"{key} > ?", after)])
             rows = conn.execute(
                 f"{with_}SELECT e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
                 " e.client_ip, e.detail, m.login, m.message_id, m.tags, m.metadata,"
                 " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
                 "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
                 f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
-                f" ORDER BY {key} DESC LIMIT ?",
+                f" ORDER BY {key} {'ASC' if after is not None else 'DESC'} LIMIT ?",
                 (*pre, *args, limit),
             )
             return [
