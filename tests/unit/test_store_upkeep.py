@@ -437,3 +437,95 @@ def test_upkeep_sizes_its_steps_by_how_long_they_hold_the_lock(
     assert sizes == expected
     assert rows == sum(expected[:5])
     assert done.longest_step >= seconds
+
+
+def _schema7_with_events(path: str) -> None:
+    """A store of schema 7 (before message_events): 20 messages, 60 events."""
+    old = sqlite3.connect(path)
+    for script in MIGRATIONS[:7]:
+        old.executescript(script)
+    old.execute("PRAGMA user_version = 7")
+    old.executemany(
+        "INSERT INTO messages (uid, queue_id, message_id, login, envelope_sender, recipients,"
+        " features, size_before, size_after, created_at)"
+        " VALUES (?, ?, ?, 'l', 's@example.com', '[]', '[]', 1, 1, '2026-11-01T10:00:00Z')",
+        [(f"u{i}", f"Q{i}", f"<{i}@test>") for i in range(20)],
+    )
+    old.executemany(
+        "INSERT INTO events (type, occurred_at, message_uid) VALUES ('open', ?, ?)",
+        [(f"2026-11-01T12:00:{i:02d}Z", f"u{i % 20}") for i in range(60)],
+    )
+    old.commit()
+    old.close()
+
+
+@pytest.mark.parametrize("written", [3, 2001])
+def test_the_switch_takes_in_what_writers_write_while_it_reads_the_old_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: int
+) -> None:
+    """Clicks keep coming while the switch reads the old index without the lock: a few
+    are indexed under its lock and it switches; more than it takes there make it give
+    way, and upkeep indexes them and switches on its next try. Either way every event
+    of every message is read back, and the old index is gone."""
+    from smtpeter.store import maintenance
+
+    path = str(tmp_path / "old.db")
+    _schema7_with_events(path)
+    store = SQLiteStore(path)
+    writer = SQLiteStore(path)  # a daemon started before the store was indexed
+    while store.index_step(25):
+        pass
+    read = maintenance.read_old_index
+    writes: list[int] = []
+
+    def read_while_writing(conn: sqlite3.Connection) -> int:
+        entries = read(conn)
+        if not writes:  # the first read only
+            writes.append(written)
+            writer.record_events(
+                [Event("click", "u3", "2026-11-01T13:00:00Z") for _ in range(written)]
+            )
+        return entries
+
+    monkeypatch.setattr(maintenance, "read_old_index", read_while_writing)
+    held = store.switch_index()
+    if written <= 2000:
+        assert held is not None
+    else:
+        assert held is None and store.upkeep_status()["message_events_read"] is False
+        done = upkeep.run(store, retention_days=0, pause=0)
+        assert done.indexed == written
+    status = store.upkeep_status()
+    assert (status["message_events_read"], status["events_not_indexed"]) == (True, 0)
+    with store._use("check") as conn:
+        assert not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'events_message_type'"
+        ).fetchone()
+    assert len(store.events(message="u3", limit=10**6)) == 3 + written
+    assert sum(len(store.events(message=f"u{i}", limit=10**6)) for i in range(20)) == 60 + written
+
+
+def test_a_large_indexed_store_is_switched_by_upkeep_not_by_a_daemon_s_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a large store whose events are all indexed (a daemon starting after an
+    upkeep run was cut short before the switch) leaves the old index to upkeep, which
+    reads it without the lock first; a small one switches at once."""
+    from smtpeter.store import sqlite as sqlitemod
+
+    path = str(tmp_path / "old.db")
+    _schema7_with_events(path)
+    store = SQLiteStore(path)
+    while store.index_step(25):
+        pass
+    monkeypatch.setattr(sqlitemod, "SWITCH_AT_OPEN", 59)
+    assert SQLiteStore(path).upkeep_status()["message_events_read"] is False
+    upkeep.run(store, retention_days=0, pause=0)
+    assert store.upkeep_status()["message_events_read"] is True
+    small = str(tmp_path / "small.db")
+    _schema7_with_events(small)
+    first = SQLiteStore(small)
+    while first.index_step(25):
+        pass
+    monkeypatch.setattr(sqlitemod, "SWITCH_AT_OPEN", 60)
+    assert SQLiteStore(small).upkeep_status()["message_events_read"] is True

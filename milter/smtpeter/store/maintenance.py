@@ -254,12 +254,12 @@ def index_step(conn: sqlite3.Connection, batch: int) -> int:
     return high - low
 
 
-def switch_ready(conn: sqlite3.Connection) -> bool:
+def switch_ready(conn: sqlite3.Connection, lag: int = 0) -> bool:
     """Whether migration 8's switch can run now: not done yet, migration 5's backfill
-    done (it reads the old index) and every event indexed."""
+    done (it reads the old index) and at most ``lag`` events not indexed yet."""
     if switched(conn) or state(conn, "backfill_messages") or state(conn, "backfill_events"):
         return False
-    return index_lag(conn) == 0
+    return index_lag(conn) <= lag
 
 
 def read_old_index(conn: sqlite3.Connection) -> int:

@@ -252,6 +252,12 @@ _CLAIM_EVENTS = (
 # (bench/README.md), so ~0.25-0.5 s of write lock.
 INDEX_LAG = 10000
 INDEX_BATCH_MAX = 20000
+# The events the writers may have written, not indexed yet, when migration 8's switch
+# takes the write lock: it indexes them first, under the lock (a few milliseconds).
+SWITCH_LAG = 2000
+# A store of at most this many events switches when it is opened (its old index drops
+# in milliseconds).
+SWITCH_AT_OPEN = 10000
 # The message m (joined to an event) has the tag given as the parameter.
 _TAGGED = "EXISTS (SELECT 1 FROM message_tags t WHERE t.tag = ? AND t.message_id = m.id)"
 # With its message's row id, found once here (NULL when the message is not here yet).
@@ -495,8 +501,12 @@ class SQLiteStore:
                 for statement in maintenance.statements(script):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
-            # A store with no events to index (a new one) switches at once.
-            if maintenance.switch_step(conn):
+            # A new store, or a small one with every event indexed, switches at once.
+            # A large one's old index is dropped by `store upkeep` (switch_index), which
+            # reads it first without the lock: not here, at a daemon's start, where a
+            # cold cache would hold the lock for seconds.
+            top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            if top <= SWITCH_AT_OPEN and maintenance.switch_step(conn):
                 log.info("store %s: a message's events are read by message_events", self.path)
 
     def schema_version(self) -> int:
@@ -1104,22 +1114,29 @@ class SQLiteStore:
             return maintenance.index_step(conn, batch)
 
     def switch_index(self) -> float | None:
-        """Migration 8's switch (the old by-uid index of events dropped) once every
-        event is indexed and the backfill is done; the seconds it held the write lock,
-        None when it could not run (not ready, or done before).
+        """Migration 8's switch (the old by-uid index of events dropped) once the
+        backfill is done and every event is indexed but what the writers wrote since
+        (SWITCH_LAG at most, indexed first under the lock); the seconds it held the write
+        lock, None when it could not run (not ready, done before, or the writers wrote
+        more than that while the old index was read).
 
         The old index is read whole first, without the lock: dropping it visits each
         of its pages, and any the machine's cache no longer holds would be read from
         disk with the lock held (on 12.8M events measured: 17.9 s cold, 0.65 s after
         the read)."""
         with self._use("index switch") as conn:
-            if not maintenance.switch_ready(conn):
+            if not maintenance.switch_ready(conn, SWITCH_LAG):
                 return None
             started = time.monotonic()
             entries = maintenance.read_old_index(conn)
             read = time.monotonic() - started
             started = time.monotonic()
             with _transaction(conn):
+                # The writers went on meanwhile: what they wrote is indexed first, unless
+                # they wrote too much (then the caller indexes again and retries).
+                if not maintenance.switch_ready(conn, SWITCH_LAG):
+                    return None
+                maintenance.index_step(conn, SWITCH_LAG)
                 if not maintenance.switch_step(conn):
                     return None
             held = time.monotonic() - started

@@ -24,6 +24,8 @@ _PROGRESS_EVERY = 10.0
 # Seconds one step should hold the store's write lock at most (what a daemon's write
 # may wait behind it).
 STEP_TARGET = 0.2
+# Tries at migration 8's switch in one run (see run()).
+SWITCH_ATTEMPTS = 5
 
 
 @dataclass
@@ -85,9 +87,23 @@ def run(
     done.indexed = _loop("index", store.index_step, 20 * batch, done, pause)
     if lag:
         log.info("store %s: index done: %d events", store.path, done.indexed)
-    held = store.switch_index()
-    if held is not None:
-        done.longest_step = max(done.longest_step, held)
+    # Then the switch, once it can run: the writers may write more than it takes under
+    # its lock while it reads the old index, so index again and retry a few times.
+    for attempt in range(SWITCH_ATTEMPTS):
+        held = store.switch_index()
+        if held is not None:
+            done.longest_step = max(done.longest_step, held)
+            break
+        if store.upkeep_status()["message_events_read"] or store.backfill_pending():
+            break
+        if attempt == SWITCH_ATTEMPTS - 1:
+            log.warning(
+                "store %s: the writers kept ahead of the index; the old index of events"
+                " by message uid is dropped at the next run",
+                store.path,
+            )
+            break
+        done.indexed += _loop("index", store.index_step, 20 * batch, done, pause)
     if retention_days > 0:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
         before = cutoff.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
