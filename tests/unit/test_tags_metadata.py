@@ -167,12 +167,14 @@ def test_the_commands_take_tag(tmp_path: Path) -> None:
     tagged(store, "m1", "shop", "2026-11-01", ("newsletter",))
     tagged(store, "m2", "shop", "2026-11-01", ("receipt",))
     store.record_events([Event("open", u, "2026-11-03T10:00:00.000000Z") for u in ("m1", "m2")])
+    store.record_events([Event("click", "m1", "2026-11-03T11:00:00.000000Z", url="https://x/")])
     base = [sys.executable, "-m", "smtpeter", "--config", str(conf)]
     ev = subprocess.run([*base, "events", "--json", "--tag", "newsletter", "--limit", "1"],
                         capture_output=True, text=True, timeout=60)  # fmt: skip
     assert ev.returncode == 0, ev.stderr
-    assert [json.loads(line)["message_uid"] for line in ev.stdout.splitlines()] == ["m1"]
-    assert "--tag newsletter" in ev.stderr and "--before" in ev.stderr
+    assert [json.loads(line)["type"] for line in ev.stdout.splitlines()] == ["click"]
+    assert ev.stderr.startswith("more: ") and "--tag newsletter" in ev.stderr, ev.stderr
+    assert ev.stderr.rstrip().endswith("--before 3"), ev.stderr
     st = subprocess.run([*base, "stats", "--json", "--tag", "receipt"], capture_output=True,
                         text=True, timeout=60)  # fmt: skip
     assert [json.loads(line)["unique_opens"] for line in st.stdout.splitlines()] == [1]
