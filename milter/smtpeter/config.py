@@ -191,6 +191,31 @@ class DeliveriesConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    # Let endpoints be on private, loopback, link-local and other non-public addresses
+    # (10.0.0.0/8, 127.0.0.1, 169.254.169.254, fd00::/8, ...). Off, such a URL is
+    # refused, also when a DNS name resolves to one at delivery time: a webhook must
+    # not become a way to reach the machines behind this server.
+    allow_private_targets: bool = False
+    # Seconds to connect to an endpoint, and for the whole request (connect, TLS,
+    # sending, the reply's status line and headers).
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+    # A failed delivery (no 2xx reply) is retried with exponential backoff, from
+    # retry_first_seconds doubling up to retry_max_seconds between attempts, until
+    # retry_hours after its first attempt (at least 24); then it stays in the outbox
+    # marked failed (smtpeter webhooks list shows it; webhooks retry re-queues it).
+    retry_hours: float = 24.0
+    retry_first_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    # Requests in flight at once to one endpoint (each endpoint has its own worker, so
+    # a slow one never holds up another).
+    max_in_flight: int = 4
+    # Seconds between looks at the outbox for new events, and at the endpoints.
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: LogLevel = "info"
 
@@ -204,6 +229,7 @@ class Config:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     deliveries: DeliveriesConfig = field(default_factory=DeliveriesConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # The file this was read from (None for built-in defaults).
     source: str | None = None
@@ -425,6 +451,19 @@ def _validate(cfg: Config, where: str) -> None:
             "deliveries.source",
             "auto, journal, or the absolute path of a log file such as /var/log/mail.log",
         ),
+        (
+            0 < cfg.webhooks.connect_timeout <= cfg.webhooks.request_timeout <= 60,
+            "webhooks.connect_timeout",
+            "seconds above 0, at most webhooks.request_timeout (which is at most 60)",
+        ),
+        (cfg.webhooks.retry_hours >= 24, "webhooks.retry_hours", "a number of hours >= 24"),
+        (
+            0 < cfg.webhooks.retry_first_seconds <= cfg.webhooks.retry_max_seconds,
+            "webhooks.retry_first_seconds",
+            "seconds above 0, at most webhooks.retry_max_seconds",
+        ),
+        (1 <= cfg.webhooks.max_in_flight <= 64, "webhooks.max_in_flight", "an integer 1 to 64"),
+        (0 < cfg.webhooks.poll_seconds <= 60, "webhooks.poll_seconds", "seconds above 0, <= 60"),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -11,11 +11,17 @@ from typing import Literal
 # delivered, deferred, failed: a recipient's delivery result as Postfix logged it
 # (smtpeter deliveries): status=sent, deferred (each attempt; detail["attempt"]),
 # bounced (or, for a recipient still deferred, the message expired in the queue).
+# unsubscribe: a recipient unsubscribed (List-Unsubscribe): detail["how"] is
+# "one-click" (RFC 8058 POST), "confirmation-page" (the tracker's page's form) or
+# "mailto"; the recipient is the one the token names (none for a message sent to
+# several recipients, which share one List-Unsubscribe header).
 EventType = Literal[
-    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed"
-]
+    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed",
+    "unsubscribe",
+]  # fmt: skip
 EVENT_TYPES: tuple[str, ...] = (
-    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed"
+    "open", "click", "bounce", "delay", "autoreply", "complaint", "delivered", "deferred", "failed",
+    "unsubscribe",
 )  # fmt: skip
 
 

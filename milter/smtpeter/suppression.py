@@ -4,6 +4,8 @@ login's mail (applied by the bounce processor), and how the milter refuses it.
 - A hard bounce (its reason says the address will never take mail: unknown user,
   unknown domain, null MX) suppresses the address at once.
 - A complaint (the recipient marked the mail as spam) suppresses it at once.
+- An unsubscribe (List-Unsubscribe, :mod:`smtpeter.unsubscribe`) suppresses it at
+  once, with the reason ``unsubscribe``.
 - A soft bounce never does by itself. Soft bounces about the mailbox itself
   (``mailbox-full``, ``mailbox-disabled``) are counted, once per message; when
   ``bounces.soft_bounce_limit`` messages to the address have bounced so, it is
@@ -62,6 +64,8 @@ def refusal(entry: Suppression) -> tuple[str, str, str]:
     status = entry.status or ""
     if entry.reason == "complaint":
         enhanced, why = "5.7.1", "a complaint"
+    elif entry.reason == "unsubscribe":
+        enhanced, why = "5.7.1", "the recipient unsubscribed"
     elif entry.reason.startswith("soft-bounces: "):
         enhanced = f"5{status[1:]}" if status[:1] in ("4", "5") else "5.2.2"
         what = entry.reason.removeprefix("soft-bounces: ").replace("-", " ")

@@ -28,7 +28,7 @@ UPKEEP = PACKAGING / "systemd" / "smtpeter-upkeep.service"
 TIMER = PACKAGING / "systemd" / "smtpeter-upkeep.timer"
 MAN8 = PACKAGING / "man" / "smtpeter.8"
 MAN5 = PACKAGING / "man" / "smtpeter.yaml.5"
-DAEMONS = ("authd", "deliveries", "milter", "tracker")
+DAEMONS = ("authd", "deliveries", "milter", "tracker", "webhooks")
 
 
 def _plain(troff: str) -> str:
@@ -55,7 +55,8 @@ def test_unit_settings(unit: Path) -> None:
     service = u["Service"]
     daemon = unit.stem.removeprefix("smtpeter-")
     assert service["Type"] == "simple"
-    assert service["ExecStart"] == f"/usr/bin/smtpeter {daemon}"
+    command = "webhooks dispatch" if daemon == "webhooks" else daemon
+    assert service["ExecStart"] == f"/usr/bin/smtpeter {command}"
     assert service["User"] == "smtpeter"
     assert service["Group"] == "smtpeter"
     assert service["Restart"] == "on-failure"
@@ -66,6 +67,11 @@ def test_unit_settings(unit: Path) -> None:
         assert service["ReadWritePaths"].split() == ["/var/lib/smtpeter"]
         assert service["RestrictAddressFamilies"].split() == ["AF_UNIX"]
         assert service["PrivateNetwork"] == "yes"
+    elif daemon == "webhooks":
+        # It POSTs to the endpoints and writes the store; no socket of its own.
+        assert service["ReadWritePaths"].split() == ["/var/lib/smtpeter"]
+        assert service["RestrictAddressFamilies"].split() == ["AF_UNIX", "AF_INET", "AF_INET6"]
+        assert "PrivateNetwork" not in service
     else:
         assert service["ReadWritePaths"].split() == [
             "/var/lib/smtpeter",
@@ -99,6 +105,16 @@ def test_deliveries_unit_reads_the_log_the_config_names() -> None:
     install = (DEBIAN / "smtpeter.install").read_text(encoding="utf-8").splitlines()
     assert "packaging/systemd/smtpeter-deliveries.service lib/systemd/system/" in install
     assert "dh_installsystemd" in (DEBIAN / "rules").read_text(encoding="utf-8")
+
+
+def test_webhooks_unit_runs_the_dispatcher_and_is_installed() -> None:
+    """smtpeter-webhooks.service runs the dispatcher after the network; the package has it."""
+    unit = _unit(PACKAGING / "systemd" / "smtpeter-webhooks.service")
+    args = build_parser().parse_args(unit["Service"]["ExecStart"].split()[1:])
+    assert (args.command, args.webhooks_command) == ("webhooks", "dispatch")
+    assert "network-online.target" in unit["Unit"]["After"].split()
+    install = (DEBIAN / "smtpeter.install").read_text(encoding="utf-8").splitlines()
+    assert "packaging/systemd/smtpeter-webhooks.service lib/systemd/system/" in install
 
 
 def test_upkeep_unit_and_timer() -> None:

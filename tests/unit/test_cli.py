@@ -42,7 +42,8 @@ def test_create_prints_a_password_once_and_stores_only_its_hash(conf: Path) -> N
     groups = password.split(" ")
     assert len(groups) >= 4 and all(groups), "groups of characters separated by spaces"
     assert data["features"] == {
-        "inlinecss": True, "trackclicks": False, "trackopens": False, "trackbounces": False
+        "inlinecss": True, "trackclicks": False, "trackopens": False, "trackbounces": False,
+        "unsubscribe": False,
     }  # fmt: skip
     store = open_store(load(conf).store)
     login = store.get_login("shop@example.com")

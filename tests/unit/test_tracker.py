@@ -67,7 +67,9 @@ class Tracker:
             queue_max=cfg.tracker.event_queue_max,
             retry_max=retry_max,
         )
-        self.app = TrackerApp(self.keyring, self.writer, trusted_proxies=trusted_proxies)
+        self.app = TrackerApp(
+            self.keyring, self.writer, trusted_proxies=trusted_proxies, store=self.store
+        )
         self.sock = listen("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.server = Server(uvicorn_config(self.app))

@@ -22,6 +22,11 @@ message on stdin).
    Postfix through its sendmail(1) with the null sender, so pickup and
    non_smtpd_milters see it like all other mail.
 
+Mail to ``unsubscribe+<token>@<bounce domain>`` (the mailto of a List-Unsubscribe
+header) is an unsubscribe, not a bounce: a genuine token records the message's
+``unsubscribe`` event and suppresses its recipient (:mod:`smtpeter.unsubscribe`,
+how=mailto); it is never forwarded.
+
 Exit status, as Postfix's pipe reads it: 0 done (also for dropped input); 75
 (EX_TEMPFAIL) when the store or the forwarding is unavailable, so Postfix keeps the
 bounce and retries. Malformed input never makes this fail permanently.
@@ -39,7 +44,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smtpeter import addresses, suppression
+from smtpeter import addresses, suppression, unsubscribe
 from smtpeter.bounces.complaints import Complaint, complaint_in
 from smtpeter.bounces.detect import BounceMessage, Failure, Report, detect_in, read
 from smtpeter.config import Config
@@ -80,6 +85,50 @@ def _token(recipient: str, cfg: Config) -> str | None:
     if not plus or prefix.lower() != cfg.bounces.prefix.lower():
         return None
     return token
+
+
+def _unsubscribe_token(recipient: str, cfg: Config) -> str | None:
+    """The token of ``unsubscribe+<token>@<bounce domain>``, or None."""
+    domain = cfg.bounces.domain
+    local, _, rcpt_domain = recipient.strip().strip("<>").rpartition("@")
+    if domain is None or rcpt_domain.lower() != domain.lower():
+        return None
+    prefix, plus, token = local.strip('"').partition("+")
+    if not plus or prefix.lower() != unsubscribe.MAILTO_PREFIX:
+        return None
+    return token
+
+
+def _unsubscribe(token: str, recipient: str, cfg: Config, store: Store | None) -> Outcome:
+    """Mail to an unsubscribe mailto: recorded as the message's unsubscribe (its only
+    recipient's, when it had one), never forwarded. The sender's address is not
+    trusted: the signed token says which message (the recipient may well write from
+    another address)."""
+    try:
+        store = store or open_store(cfg.store)
+        signer = KeyRing.from_config(store, cfg.tracker).signer()
+        uid = signer.verify_return_path(token, cfg.tracker.link_lifetime_days * _DAY, purpose="u")
+        if uid is None:
+            return Outcome(
+                EX_OK, f"dropped: tampered, unknown or expired unsubscribe {escape(recipient)}"
+            )
+        found = store.messages(uid=uid, limit=1)
+        if not found:
+            return Outcome(EX_OK, f"dropped: no message {escape(uid)} for {escape(recipient)}")
+        message = found[0]
+        only = message.recipients[0] if len(message.recipients) == 1 else None
+        who = only.strip().strip("<>").strip() if only is not None else None
+        outcome = unsubscribe.record(store, uid, who, "mailto")
+    except StoreError as e:
+        return Outcome(EX_TEMPFAIL, f"store unavailable, will retry: {e}")
+    return Outcome(
+        EX_OK,
+        f"unsubscribe: message {escape(uid)} recipient {escape(who) if who else '-'}"
+        f" login {escape(outcome.login or '-')} how=mailto"
+        f" recorded={'yes' if outcome.recorded else 'no'}"
+        f" suppressed={'yes' if outcome.suppressed else 'no'}"
+        + "".join(f"; {note}" for note in outcome.notes),
+    )
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -298,6 +347,9 @@ def process(
     ``bounce_id`` (Postfix's queue id of the bounce) is kept with its events for the
     operator; what makes a second delivery of the same bounce record and forward
     nothing is the bounce's own :func:`identity`."""
+    unsubscribe_token = _unsubscribe_token(recipient, cfg)
+    if unsubscribe_token is not None:
+        return _unsubscribe(unsubscribe_token, recipient, cfg, store)
     token = _token(recipient, cfg)
     feedback = token is None and _is_feedback_address(recipient, cfg)
     if token is None and not feedback:

@@ -7,7 +7,7 @@ import sys
 
 from smtpeter import __version__, logsetup
 from smtpeter import config as configmod
-from smtpeter.cli import events, exits, local, logins, suppressions
+from smtpeter.cli import events, exits, local, logins, suppressions, webhooks
 from smtpeter.store import StoreError
 
 
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     logins.add_parser(sub)
     suppressions.add_parser(sub)
+    webhooks.add_parser(sub)
     sub.add_parser(
         "authd",
         help="run the SASL auth daemon Postfix talks to (foreground)",
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         # Postfix's pipe bounces a message for a non-temporary status: keep it queued.
         return exits.TEMPFAIL if args.command == "bounce" else exits.CONFIG
     daemon = args.command in ("authd", "milter", "tracker", "sink", "bounce", "deliveries")
+    daemon = daemon or (args.command == "webhooks" and args.webhooks_command == "dispatch")
     logsetup.setup(cfg.logging.level if daemon else "warning")
     from smtpeter.cli import daemons
 
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return logins.run(args, cfg)
         if args.command == "suppressions":
             return suppressions.run(args, cfg)
+        if args.command == "webhooks":
+            return webhooks.run(args, cfg)
         if args.command == "bounce":
             return daemons.run_bounce(args, cfg)
         if args.command == "deliveries":

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 # The order features are applied in: inlining first so that tracking rewrites the
-# final markup.
-NAMES: tuple[str, ...] = ("inlinecss", "trackclicks", "trackopens", "trackbounces")
+# final markup. unsubscribe adds List-Unsubscribe headers (RFC 8058) at the end.
+NAMES: tuple[str, ...] = ("inlinecss", "trackclicks", "trackopens", "trackbounces", "unsubscribe")
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class FeatureSet:
     trackclicks: bool = False
     trackopens: bool = False
     trackbounces: bool = False
+    unsubscribe: bool = False
 
     def enabled(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name)]

@@ -38,7 +38,7 @@ from smtpeter.store import open_store
 
 DEFAULT_ROOT = Path("/var/lib/smtpeter-local")
 # deliveries reads Postfix's log (maillog_file): the delivery results of our messages.
-COMPONENTS = ("sink", "authd", "milter", "tracker", "deliveries")
+COMPONENTS = ("sink", "authd", "milter", "tracker", "deliveries", "webhooks")
 
 
 class StackError(RuntimeError):
@@ -208,6 +208,8 @@ class LocalStack:
             # fbl@ the bounce domain are complaints (the whole domain goes to the
             # bounce processor).
             "bounces": {"domain": BOUNCE_DOMAIN, "feedback_address": f"fbl@{BOUNCE_DOMAIN}"},
+            # Receivers of the local stack's webhooks are on this machine (loopback).
+            "webhooks": {"allow_private_targets": True},
         }
         for section, values in self.settings.items():
             base.setdefault(section, {}).update(values)
@@ -322,6 +324,8 @@ class LocalStack:
             return [*cmd, "--defer", self.sink_defer] if self.sink_defer else cmd
         if component == "deliveries":
             return [*base, "deliveries", "--log", str(self.log_file("postfix"))]
+        if component == "webhooks":
+            return [*base, "webhooks", "dispatch"]
         return [*base, component]
 
     def pid(self, component: str) -> int | None:
@@ -341,8 +345,8 @@ class LocalStack:
             return unix_open(Path(cfg.milter.socket.split(":", 1)[1]))
         if component == "tracker":
             return port_open(cfg.tracker.listen_port)
-        if component == "deliveries":
-            # It waits for the log file itself: running is ready.
+        if component in ("deliveries", "webhooks"):
+            # They wait for the log file or the outbox themselves: running is ready.
             return self.pid(component) is not None
         return self.postfix_running() and all(
             port_open(self.ports.listener(port)) for port in self.listeners

@@ -1,8 +1,9 @@
 """The ``x-smtpeter-*`` instruction headers.
 
 Every header whose name starts with ``x-smtpeter-`` (any letter case) is an
-instruction to us and is removed before the message is queued. The four feature
-headers take ``true`` or ``false`` (any case, surrounding white space and folding
+instruction to us and is removed before the message is queued. The feature headers
+(inlinecss, trackclicks, trackopens, trackbounces, unsubscribe) and preventscam take
+``true`` or ``false`` (any case, surrounding white space and folding
 ignored) and override the login's setting for one message. ``x-smtpeter-tags``
 (``newsletter, 2026-12``) and ``x-smtpeter-metadata`` (a JSON object of string
 values) are stored with the message and carried on its events. Other names (SMTPeter

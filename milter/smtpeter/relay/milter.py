@@ -30,7 +30,7 @@ from typing import Any
 
 import Milter
 
-from smtpeter import suppression
+from smtpeter import suppression, unsubscribe
 from smtpeter.config import Config
 from smtpeter.features import FeatureSet
 from smtpeter.logins import Login
@@ -310,6 +310,11 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             # (trackbounces) is not signed.
             self.skipped += [f"{f}: the message is DKIM-signed" for f in content]
             features = replace(features, **dict.fromkeys(content, False))
+        if signed and features.unsubscribe and not login.rewrite_signed:
+            # The sender's signature cannot cover a List-Unsubscribe we add (mailbox
+            # providers want it covered), and one that oversigns it would break.
+            self.skipped.append("unsubscribe: the message is DKIM-signed")
+            features = replace(features, unsubscribe=False)
         return features
 
     def _eom(self, started: float) -> int:
@@ -383,6 +388,9 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             skipped = {reason.split(":", 1)[0] for reason in self.skipped}
             applied = [s for s in self.ctx.pipeline.steps(features) if s not in skipped]
 
+        if features.unsubscribe and self._list_unsubscribe(uid):
+            applied.append("unsubscribe")
+
         return_path = self._return_path(features, uid)
         if return_path is not None:
             applied.append("trackbounces")
@@ -424,6 +432,32 @@ class RelayMilter(Milter.Base):  # type: ignore[misc]
             # Last: pymilter's TestCtx closes the session on chgfrom.
             self.chgfrom(return_path)
         return Milter.ACCEPT  # type: ignore[no-any-return]
+
+    def _list_unsubscribe(self, uid: str) -> bool:
+        """Add List-Unsubscribe (the signed tracker URL, and a mailto on the bounce
+        domain if there is one) and List-Unsubscribe-Post (RFC 8058); False, with a log
+        line, when the sender's message has a List-Unsubscribe of its own (kept)."""
+        present = {name.lower() for name, _ in self.headers}
+        if "list-unsubscribe" in present:
+            self._log().info(
+                "unsubscribe: the message has its own List-Unsubscribe header, left as it is"
+            )
+            return False
+        signer = self.ctx.pipeline.signer()
+        # One body goes to every recipient: a header can name only a message's one.
+        recipient = (
+            self.recipients[0].strip().strip("<>").strip() if len(self.recipients) == 1 else None
+        )
+        base = self.ctx.config.tracker.base_url
+        links = [f"<{base}/u/{signer.sign_unsubscribe(uid, recipient)}>"]
+        domain = self.ctx.config.bounces.domain
+        if domain is not None:
+            token = signer.sign_return_path(uid, purpose="u")
+            links.append(f"<mailto:{unsubscribe.MAILTO_PREFIX}+{token}@{domain}>")
+        self.addheader("List-Unsubscribe", ", ".join(links))
+        if "list-unsubscribe-post" not in present:
+            self.addheader("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
+        return True
 
     def _return_path(self, features: FeatureSet, uid: str) -> str | None:
         """The signed VERP return path for trackbounces, or None to keep the sender."""

@@ -354,6 +354,73 @@ MIGRATIONS: tuple[str, ...] = (
               AND opened IS NOT NULL);
     END
     """,
+    # 10: signed webhooks (issue 11 part 2). A login's endpoints (webhooks), each with
+    # the event types it wants (types: ",click,open,", or "*" for every type) and its
+    # signing secret (during a rotation the old one too, until old_secret_until, unix
+    # seconds). Every event of a message with a login gets one outbox row per endpoint
+    # of that login that wants its type, written by a trigger, so it is in the event's
+    # own transaction whichever process writes it (the tracker, the bounce processor,
+    # the delivery reader, a daemon of an older version during an upgrade). With no
+    # endpoint at all the trigger's WHEN is one probe of an empty table: clicks, the
+    # store's hot path, pay nothing else. An event of a message this store does not
+    # have (yet: another node's tracker) gets no outbox row.
+    #
+    # The dispatcher (smtpeter webhooks dispatch) claims due rows by moving due_at a
+    # lease ahead, deletes a row once its endpoint answered 2xx, and otherwise sets
+    # the next attempt (backoff) or, past the retry window counted from
+    # first_attempt_at, failed = 1: a failed row stays, counted by `webhooks list`.
+    # A row claimed by a dispatcher that died is due again when its lease runs out.
+    # Times are unix seconds. webhook_outbox_due serves "the due rows of an endpoint"
+    # and the per-endpoint pending and failed counts.
+    """
+    CREATE TABLE webhooks (
+        id               INTEGER PRIMARY KEY,
+        login            TEXT NOT NULL,
+        url              TEXT NOT NULL,
+        types            TEXT NOT NULL,
+        secret           TEXT NOT NULL,
+        old_secret       TEXT,
+        old_secret_until REAL,
+        created_at       TEXT NOT NULL,
+        UNIQUE (login, url)
+    );
+    CREATE TABLE webhook_outbox (
+        id               INTEGER PRIMARY KEY,
+        webhook_id       INTEGER NOT NULL,
+        event_id         INTEGER NOT NULL,
+        enqueued_at      REAL NOT NULL,
+        due_at           REAL NOT NULL DEFAULT 0,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        first_attempt_at REAL,
+        failed           INTEGER NOT NULL DEFAULT 0,
+        last_error       TEXT
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox (webhook_id, failed, due_at);
+    CREATE TRIGGER events_webhooks AFTER INSERT ON events
+    WHEN EXISTS (SELECT 1 FROM webhooks)
+    BEGIN
+        INSERT INTO webhook_outbox (webhook_id, event_id, enqueued_at)
+        SELECT w.id, NEW.id, (julianday('now') - 2440587.5) * 86400.0
+        FROM messages m CROSS JOIN webhooks w ON w.login = m.login
+        WHERE m.id = COALESCE(NEW.message_id, (SELECT id FROM messages WHERE uid = NEW.message_uid))
+          AND (w.types = '*' OR instr(w.types, ',' || NEW.type || ',') > 0);
+    END;
+    CREATE TRIGGER webhooks_gone AFTER DELETE ON webhooks
+    BEGIN
+        DELETE FROM webhook_outbox WHERE webhook_id = OLD.id;
+    END;
+    CREATE TRIGGER logins_webhooks_gone AFTER DELETE ON logins
+    BEGIN
+        DELETE FROM webhooks WHERE login = OLD.name;
+    END
+    """,
+    # 11: one-click unsubscribe (issue 11 part 4): a login's default for the
+    # unsubscribe feature (List-Unsubscribe and List-Unsubscribe-Post headers), off
+    # for every existing login. Constant time: SQLite adds a column with a default
+    # without rewriting the table.
+    """
+    ALTER TABLE logins ADD COLUMN unsubscribe INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 # The second half of migration 8, run by the index step once message_events holds

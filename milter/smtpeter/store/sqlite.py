@@ -33,6 +33,7 @@ from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
 from smtpeter.store import maintenance
 from smtpeter.store.migrations import MIGRATIONS
+from smtpeter.store.webhooks import WebhookStore
 from smtpeter.tracker.signing import SigningKey
 
 log = logging.getLogger("smtpeter.store")
@@ -171,7 +172,7 @@ def _where(filters: list[tuple[str, object | None]]) -> tuple[str, list[object]]
 
 _LOGIN_COLUMNS = (
     "name, password_hash, enabled, inlinecss, trackclicks, trackopens, trackbounces, "
-    "rewrite_signed, suppression, created_at, updated_at"
+    "rewrite_signed, suppression, created_at, updated_at, unsubscribe"
 )
 
 
@@ -185,6 +186,7 @@ def _login(row: sqlite3.Row) -> Login:
             trackclicks=bool(row["trackclicks"]),
             trackopens=bool(row["trackopens"]),
             trackbounces=bool(row["trackbounces"]),
+            unsubscribe=bool(row["unsubscribe"]),
         ),
         rewrite_signed=bool(row["rewrite_signed"]),
         suppression=row["suppression"],
@@ -210,8 +212,9 @@ class Suppression:
 
     login: str
     address: str
-    #: A bounce reason (user-unknown, ...), "complaint", "soft-bounces: <reason>" or
-    #: what an admin gave with `suppressions add`.
+    #: A bounce reason (user-unknown, ...), "complaint", "unsubscribe" (the recipient
+    #: unsubscribed), "soft-bounces: <reason>" or what an admin gave with
+    #: `suppressions add`.
     reason: str
     status: str | None
     message_uid: str | None
@@ -399,7 +402,7 @@ def _delivery_events(
     return [Event(result.status, uid, when, recipient=result.recipient, detail=detail)]
 
 
-class SQLiteStore:
+class SQLiteStore(WebhookStore):
     def __init__(
         self,
         path: str,
@@ -535,7 +538,7 @@ class SQLiteStore:
             with self._use("login create") as conn:
                 conn.execute(
                     f"INSERT INTO logins ({_LOGIN_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         login.name,
                         login.password_hash,
@@ -548,6 +551,7 @@ class SQLiteStore:
                         login.suppression,
                         now,
                         now,
+                        int(f.unsubscribe),
                     ),
                 )
         except StoreError as e:

@@ -1,6 +1,7 @@
 """The tracking HTTP service: a plain ASGI application (no framework).
 
-Routes (everything else is 404; a method other than GET or HEAD is 405):
+Routes (everything else is 404; a method other than GET or HEAD is 405, but for POST
+to ``/u/``):
 
 ``GET /c/{token}``
     A genuine click token: ``302`` to the URL it carries (as a valid URI: see
@@ -11,6 +12,14 @@ Routes (everything else is 404; a method other than GET or HEAD is 405):
 ``GET /o/{token}.gif``
     Always the 43-byte transparent GIF, with headers that forbid caching; one
     ``open`` event only when the token is a genuine open token.
+``GET /u/{token}``, ``POST /u/{token}``
+    One-click unsubscribe (RFC 8058), see :mod:`smtpeter.unsubscribe`. A genuine
+    unsubscribe token: ``GET`` (and ``HEAD``) shows a small page whose form POSTs
+    back, and changes nothing (link scanners follow every link); ``POST`` (the
+    mailbox provider's ``List-Unsubscribe=One-Click``, or the page's form; any body
+    up to :data:`MAX_POST_BODY` bytes) records the unsubscribe and answers ``200``
+    with a short page. Anything else: the ``404`` page, nothing recorded, a log line.
+    When the store cannot be written: ``503``, nothing promised (the POST is retried).
 ``GET /healthz``
     ``200`` with a small JSON document: ``status`` (always ``ok`` while the process
     serves), ``store`` (``ok``, or the last error of the event writer) and ``queue``
@@ -35,11 +44,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
+from html import escape as html_escape
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
+from smtpeter import unsubscribe
 from smtpeter.events import Event
 from smtpeter.logsafe import escape
+from smtpeter.store import Store, StoreError
 from smtpeter.tracker.keys import KeyRing
 from smtpeter.tracker.signing import Claim
 from smtpeter.tracker.writer import EventWriter
@@ -82,6 +94,55 @@ _NOT_FOUND_HEADERS: Headers = [
     (b"content-length", str(len(NOT_FOUND_PAGE)).encode()),
     (b"cache-control", b"no-store"),
 ]
+# The largest unsubscribe POST body read (RFC 8058's is 26 bytes); more is 413.
+MAX_POST_BODY = 8192
+_PAGE_HEAD = (
+    "<!doctype html><html><head><meta charset=utf-8><meta name=robots content=noindex>"
+    '<meta name=viewport content="width=device-width"><title>{title}</title></head><body>'
+)
+UNSUBSCRIBED_PAGE = (
+    _PAGE_HEAD.format(title="Unsubscribed")
+    + "<h1>Unsubscribed</h1><p>Your request to unsubscribe is recorded.</p></body></html>\n"
+).encode()
+UNAVAILABLE_PAGE = (
+    _PAGE_HEAD.format(title="Try again later")
+    + "<h1>Try again later</h1><p>Your request could not be recorded just now. Please try"
+    " again in a few minutes.</p></body></html>\n"
+).encode()
+TOO_LARGE_PAGE = b"request body too large\n"
+
+
+def confirmation_page(recipient: str | None) -> bytes:
+    """The page a GET of an unsubscribe link shows: a form that POSTs back to the same
+    address (no action: behind a proxy the path may differ), nothing changed yet."""
+    who = f" for <b>{html_escape(recipient)}</b>" if recipient else ""
+    return (
+        _PAGE_HEAD.format(title="Unsubscribe")
+        + f"<h1>Unsubscribe</h1><p>Unsubscribe{who} from this sender's mail?</p>"
+        "<form method=post><input type=hidden name=confirmed value=yes>"
+        "<button type=submit>Unsubscribe</button></form></body></html>\n"
+    ).encode()
+
+
+def _page_headers(body: bytes) -> Headers:
+    return [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+
+def is_one_click(body: bytes) -> bool:
+    """Whether a POST body is RFC 8058's ``List-Unsubscribe=One-Click``, form-encoded
+    (application/x-www-form-urlencoded, or a multipart/form-data field of that name)."""
+    text = body.decode("latin-1")
+    if ("List-Unsubscribe", "One-Click") in parse_qsl(text.strip()):
+        return True
+    return 'name="List-Unsubscribe"' in text and "One-Click" in text
+
+
 _METHOD_NOT_ALLOWED_HEADERS: Headers = [
     (b"content-type", b"text/plain; charset=utf-8"),
     (b"content-length", b"19"),
@@ -223,15 +284,19 @@ class TrackerApp:
         writer: EventWriter,
         *,
         trusted_proxies: Iterable[str] = (),
+        store: Store | None = None,
     ) -> None:
+        """``store``: where unsubscribes are recorded (at once, not through the
+        writer: the answer says whether it worked); without one they get 503."""
         self.keyring = keyring
         self.writer = writer
         self.proxies = ProxyResolver(trusted_proxies)
+        self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, send)
+            await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -246,14 +311,16 @@ class TrackerApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: Scope, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
         event: Event | None = None
         headers: Headers
         body = b""
-        if method != "GET" and method != "HEAD":
+        if path.startswith("/u/") and method in ("GET", "HEAD", "POST"):
+            status, headers, body = await self._unsubscribe(scope, receive, path[3:])
+        elif method != "GET" and method != "HEAD":
             status, headers, body = 405, _METHOD_NOT_ALLOWED_HEADERS, b"method not allowed\n"
         elif path.startswith("/c/"):
             status, headers, body, event = await self._click(scope, path[3:])
@@ -296,6 +363,60 @@ class TrackerApp:
             event = self._event(scope, "click", claim.message_uid, claim.url)
         return 302, headers, b"", event
 
+    async def _unsubscribe(
+        self, scope: Scope, receive: Receive, token: str
+    ) -> tuple[int, Headers, bytes]:
+        claim = await self._verify(token)
+        if claim is None or claim.kind != "u":
+            log.info("unsubscribe: tampered, unknown or expired link %s", escape(short_path(token)))
+            return 404, _NOT_FOUND_HEADERS, NOT_FOUND_PAGE
+        if scope["method"] != "POST":
+            page = confirmation_page(claim.recipient)
+            return 200, _page_headers(page), page
+        body = await _read_body(receive, MAX_POST_BODY)
+        if body is None:
+            log.info("unsubscribe: POST body over %d bytes refused", MAX_POST_BODY)
+            return 413, _plain_headers(TOO_LARGE_PAGE), TOO_LARGE_PAGE
+        how = "one-click" if is_one_click(body) else "confirmation-page"
+        user_agent, client_ip = self._client_facts(scope)
+        try:
+            if self.store is None:
+                raise StoreError("the tracker has no store to record unsubscribes in")
+            outcome = await asyncio.to_thread(
+                unsubscribe.record,
+                self.store,
+                claim.message_uid,
+                claim.recipient,
+                how,
+                user_agent=user_agent,
+                client_ip=client_ip,
+            )
+        except StoreError as e:
+            log.error("unsubscribe of message %s not recorded: %s", escape(claim.message_uid), e)
+            return 503, _page_headers(UNAVAILABLE_PAGE), UNAVAILABLE_PAGE
+        log.info(
+            "unsubscribe: message %s recipient %s login %s how=%s recorded=%s suppressed=%s%s",
+            escape(claim.message_uid),
+            escape(claim.recipient) if claim.recipient else "-",
+            escape(outcome.login) if outcome.login else "-",
+            how,
+            "yes" if outcome.recorded else "no",
+            "yes" if outcome.suppressed else "no",
+            "".join(f"; {note}" for note in outcome.notes),
+        )
+        return 200, _page_headers(UNSUBSCRIBED_PAGE), UNSUBSCRIBED_PAGE
+
+    def _client_facts(self, scope: Scope) -> tuple[str | None, str | None]:
+        """The request's User-Agent (cut to _UA_MAX) and client address."""
+        user_agent = None
+        forwarded: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = _text(value)[:_UA_MAX]
+            elif name == b"x-forwarded-for":
+                forwarded.append(value)
+        return user_agent, self._client(scope, forwarded)
+
     async def _open(self, scope: Scope, token: str) -> Event | None:
         if scope["method"] != "GET":
             return None
@@ -305,20 +426,14 @@ class TrackerApp:
         return self._event(scope, "open", claim.message_uid, None)
 
     def _event(self, scope: Scope, kind: str, uid: str, url: str | None) -> Event:
-        user_agent = None
-        forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == b"user-agent":
-                user_agent = _text(value)[:_UA_MAX]
-            elif name == b"x-forwarded-for":
-                forwarded.append(value)
+        user_agent, client_ip = self._client_facts(scope)
         return Event(
             type="click" if kind == "click" else "open",
             message_uid=uid,
             occurred_at=_now_iso(),
             url=url,
             user_agent=user_agent,
-            client_ip=self._client(scope, forwarded),
+            client_ip=client_ip,
         )
 
     def _client(self, scope: Scope, forwarded: list[bytes]) -> str | None:
@@ -373,6 +488,30 @@ class TrackerApp:
             escape(ua, _UA_LOG_MAX, quoted=True) if ua is not None else "-",
             (time.perf_counter() - started) * 1000,
         )
+
+
+def _plain_headers(body: bytes) -> Headers:
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None once it runs past ``limit`` bytes (not read further)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def baseline_app(location: bytes = b"https://example.org/landing?utm=bench") -> ASGIApp:

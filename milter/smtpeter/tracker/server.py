@@ -42,7 +42,7 @@ def build_app(cfg: Config) -> TrackerApp:
     writer = EventWriter(
         store.record_events, flush_seconds=t.event_flush_seconds, queue_max=t.event_queue_max
     )
-    return TrackerApp(keyring, writer, trusted_proxies=t.trusted_proxies)
+    return TrackerApp(keyring, writer, trusted_proxies=t.trusted_proxies, store=store)
 
 
 def uvicorn_config(app: ASGIApp) -> uvicorn.Config:

@@ -1,15 +1,19 @@
-"""Signed tracking tokens for click links and open pixels.
+"""Signed tracking tokens for click links, open pixels and unsubscribe links.
 
 A token is ``<kid>.<payload>.<mac>``: the id of the key that signed it, the
 base64url JSON payload ``[kind, message uid, issued (unix day), url]`` and the first
-16 bytes of HMAC-SHA256 over ``<kid>.<payload>``. The URL travels inside the token,
-so any node holding the keys (they live in the shared store) can serve any link
-without a lookup, and a tampered token never verifies: the tracker is never an open
-redirect.
+16 bytes of HMAC-SHA256 over ``<kid>.<payload>``. An unsubscribe token (kind ``u``)
+carries the recipient in the place of the url: the message's only recipient, or
+null for a message sent to several (they share one List-Unsubscribe header). The
+URL travels inside the token, so any node holding the keys (they live in the shared
+store) can serve any link without a lookup, and a tampered token never verifies:
+the tracker is never an open redirect.
 
 Return paths for bounce tracking use a shorter form that fits an address's local
 part (64 characters at most) and survives MTAs that change letter case:
-``<uid>.<issued day, hex>.<kid>.<mac>``, all lowercase base32 and hex.
+``<uid>.<issued day, hex>.<kid>.<mac>``, all lowercase base32 and hex. The
+unsubscribe mailto (``unsubscribe+<token>@<bounce domain>``) uses the same form
+under another purpose, so neither token verifies as the other.
 
 Keys rotate: new tokens are signed with the newest key; a retired key still verifies
 the tokens it signed for ``key_retention`` seconds after its retirement. A token is
@@ -28,7 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["c", "o"]
+Kind = Literal["c", "o", "u"]
+# What a return-path style token is for: "b" a return path, "u" an unsubscribe mailto.
+Purpose = Literal["b", "u"]
 _DAY = 86400
 _MAC_BYTES = 16
 
@@ -47,6 +53,8 @@ class Claim:
     message_uid: str
     issued_day: int
     url: str | None
+    # Unsubscribe tokens: the recipient, None when the message had several.
+    recipient: str | None = None
 
 
 def _b64(data: bytes) -> str:
@@ -80,6 +88,11 @@ class Signer:
     def _mac(self, key: SigningKey, signed: str) -> bytes:
         return hmac.new(key.secret, signed.encode("ascii"), hashlib.sha256).digest()[:_MAC_BYTES]
 
+    def sign_unsubscribe(self, message_uid: str, recipient: str | None) -> str:
+        """The token of an unsubscribe link: the message and its only recipient (None
+        for a message to several)."""
+        return self.sign("u", message_uid, recipient)
+
     def sign(self, kind: Kind, message_uid: str, url: str | None = None) -> str:
         if self._current is None:
             raise LookupError("no active signing key")
@@ -99,20 +112,22 @@ class Signer:
             return None
         return key
 
-    def sign_return_path(self, message_uid: str) -> str:
-        """The token of a VERP return path's local part (lowercase; ~45 characters)."""
+    def sign_return_path(self, message_uid: str, purpose: Purpose = "b") -> str:
+        """The token of a VERP return path's local part (lowercase; ~45 characters);
+        with purpose "u", of an unsubscribe mailto's."""
         if self._current is None:
             raise LookupError("no active signing key")
         signed = f"{message_uid.lower()}.{int(self._clock() // _DAY):x}.{self._current.kid}"
-        return f"{signed}.{self._return_path_mac(self._current, signed)}"
+        return f"{signed}.{self._return_path_mac(self._current, signed, purpose)}"
 
-    def _return_path_mac(self, key: SigningKey, signed: str) -> str:
-        mac = hmac.new(key.secret, b"b." + signed.encode("ascii"), hashlib.sha256).digest()
+    def _return_path_mac(self, key: SigningKey, signed: str, purpose: Purpose = "b") -> str:
+        data = purpose.encode("ascii") + b"." + signed.encode("ascii")
+        mac = hmac.new(key.secret, data, hashlib.sha256).digest()
         return base64.b32encode(mac[:10]).decode("ascii").lower()
 
-    def verify_return_path(self, token: str, lifetime: float) -> str | None:
-        """The message uid of a genuine return path token not older than ``lifetime``
-        seconds; None for anything else. Letter case is ignored."""
+    def verify_return_path(self, token: str, lifetime: float, purpose: Purpose = "b") -> str | None:
+        """The message uid of a genuine return path token (of that purpose) not older
+        than ``lifetime`` seconds; None for anything else. Letter case is ignored."""
         parts = token.lower().split(".")
         if len(parts) != 4 or not all(p.isascii() for p in parts):
             return None
@@ -121,7 +136,7 @@ class Signer:
         key = self._usable_key(kid, now)
         if key is None:
             return None
-        expected = self._return_path_mac(key, f"{uid}.{day_hex}.{kid}")
+        expected = self._return_path_mac(key, f"{uid}.{day_hex}.{kid}", purpose)
         if not hmac.compare_digest(mac, expected):
             return None
         try:
@@ -157,10 +172,16 @@ class Signer:
         if not (isinstance(data, list) and len(data) == 4):
             return None
         kind, uid, day, url = data
-        if kind not in ("c", "o") or not isinstance(uid, str) or not isinstance(day, int):
+        if kind not in ("c", "o", "u") or not isinstance(uid, str) or not isinstance(day, int):
             return None
-        if (kind == "c") != isinstance(url, str):
+        if kind == "u":
+            # The recipient, or null (a message to several).
+            if url is not None and not isinstance(url, str):
+                return None
+        elif (kind == "c") != isinstance(url, str):
             return None
         if now - day * _DAY > self.link_lifetime + _DAY:
             return None
+        if kind == "u":
+            return Claim(kind=kind, message_uid=uid, issued_day=day, url=None, recipient=url)
         return Claim(kind=kind, message_uid=uid, issued_day=day, url=url)
