@@ -33,6 +33,7 @@ from smtpeter.features import FeatureSet
 from smtpeter.logins import Login, LoginError
 from smtpeter.store import maintenance
 from smtpeter.store.migrations import MIGRATIONS
+from smtpeter.store.rows import EVENT_COLUMNS, event_from_row
 from smtpeter.store.webhooks import WebhookStore
 from smtpeter.tracker.signing import SigningKey
 
@@ -973,32 +974,12 @@ class SQLiteStore(WebhookStore):
                     key = "l.event_id"
             where, args = _where([*filters, (f"{key} < ?", before), (f"{key} > ?", after)])
             rows = conn.execute(
-                f"{with_}SELECT e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
-                " e.client_ip, e.detail, m.login, m.message_id, m.tags, m.metadata,"
-                " COALESCE(e.recipient, CASE WHEN json_array_length(m.recipients) = 1"
-                "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
+                f"{with_}SELECT {EVENT_COLUMNS}"
                 f" FROM {source} LEFT JOIN messages m ON m.uid = e.message_uid {where}"
                 f" ORDER BY {key} {'ASC' if after is not None else 'DESC'} LIMIT ?",
                 (*pre, *args, limit),
             )
-            return [
-                Event(
-                    id=r["id"],
-                    type=r["type"],
-                    occurred_at=r["occurred_at"],
-                    message_uid=r["message_uid"],
-                    url=r["url"],
-                    user_agent=r["user_agent"],
-                    client_ip=r["client_ip"],
-                    recipient=r["recipient"],
-                    detail=json.loads(r["detail"]),
-                    login=r["login"],
-                    message_id=r["message_id"],
-                    tags=tuple(json.loads(r["tags"] or "[]")),
-                    metadata=json.loads(r["metadata"] or "{}"),
-                )
-                for r in rows
-            ]
+            return [event_from_row(r) for r in rows]
 
     def _tag_stats(self, tag: str, login: str | None, since: str | None) -> list[dict[str, object]]:
         """stats() of the messages with ``tag``: their own counters, read through

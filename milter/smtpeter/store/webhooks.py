@@ -9,7 +9,6 @@ whose statements ride out a locked database) and ``_transaction`` (BEGIN IMMEDIA
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from smtpeter.events import Event
 
 # A partial module while sqlite.py itself imports this one: used at call time only.
 from smtpeter.store import sqlite as _sqlite
+from smtpeter.store.rows import EVENT_COLUMNS, event_from_row
 
 
 class WebhookError(Exception):
@@ -223,11 +223,7 @@ class WebhookStore:
             rows = list(
                 conn.execute(
                     "SELECT o.id AS outbox_id, o.webhook_id, o.attempts, o.first_attempt_at,"
-                    " e.id, e.type, e.occurred_at, e.message_uid, e.url, e.user_agent,"
-                    " e.client_ip, e.detail, m.login, m.message_id, m.queue_id, m.tags,"
-                    " m.metadata, COALESCE(e.recipient, CASE WHEN"
-                    "   json_array_length(m.recipients) = 1"
-                    "   THEN json_extract(m.recipients, '$[0]') END) AS recipient"
+                    f" m.queue_id, {EVENT_COLUMNS}"
                     " FROM webhook_outbox o LEFT JOIN events e ON e.id = o.event_id"
                     " LEFT JOIN messages m ON m.id = COALESCE(e.message_id,"
                     "   (SELECT id FROM messages WHERE uid = e.message_uid))"
@@ -277,21 +273,7 @@ def _outbox_row(r: sqlite3.Row) -> OutboxRow:
         attempts=r["attempts"],
         first_attempt_at=r["first_attempt_at"],
         queue_id=r["queue_id"],
-        event=Event(
-            id=r["id"],
-            type=r["type"],
-            occurred_at=r["occurred_at"],
-            message_uid=r["message_uid"],
-            url=r["url"],
-            user_agent=r["user_agent"],
-            client_ip=r["client_ip"],
-            recipient=r["recipient"],
-            detail=json.loads(r["detail"]),
-            login=r["login"],
-            message_id=r["message_id"],
-            tags=tuple(json.loads(r["tags"] or "[]")),
-            metadata=json.loads(r["metadata"] or "{}"),
-        ),
+        event=event_from_row(r),
     )
 
 
