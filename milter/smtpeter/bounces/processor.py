@@ -75,28 +75,26 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _token(recipient: str, cfg: Config) -> str | None:
-    """The token of ``<prefix>+<token>@<domain>``, or None if it is not one of ours."""
+def _prefixed_token(recipient: str, cfg: Config, prefix: str) -> str | None:
+    """The token of ``<prefix>+<token>@<bounce domain>``, or None if it is not that."""
     domain = cfg.bounces.domain
     local, _, rcpt_domain = recipient.strip().strip("<>").rpartition("@")
     if domain is None or rcpt_domain.lower() != domain.lower():
         return None
-    prefix, plus, token = local.strip('"').partition("+")
-    if not plus or prefix.lower() != cfg.bounces.prefix.lower():
+    found, plus, token = local.strip('"').partition("+")
+    if not plus or found.lower() != prefix.lower():
         return None
     return token
+
+
+def _token(recipient: str, cfg: Config) -> str | None:
+    """The token of a bounce's return path (``bounces.prefix``), or None."""
+    return _prefixed_token(recipient, cfg, cfg.bounces.prefix)
 
 
 def _unsubscribe_token(recipient: str, cfg: Config) -> str | None:
     """The token of ``unsubscribe+<token>@<bounce domain>``, or None."""
-    domain = cfg.bounces.domain
-    local, _, rcpt_domain = recipient.strip().strip("<>").rpartition("@")
-    if domain is None or rcpt_domain.lower() != domain.lower():
-        return None
-    prefix, plus, token = local.strip('"').partition("+")
-    if not plus or prefix.lower() != unsubscribe.MAILTO_PREFIX:
-        return None
-    return token
+    return _prefixed_token(recipient, cfg, unsubscribe.MAILTO_PREFIX)
 
 
 def _unsubscribe(token: str, recipient: str, cfg: Config, store: Store | None) -> Outcome:
