@@ -180,3 +180,20 @@ def test_a_return_path_expires_a_day_after_its_lifetime_from_its_issue_day() -> 
     assert signer(now=edge + 1).verify_return_path(token, 7 * DAY) is None
     # Forty days old with a thirty-day lifetime: long expired.
     assert signer(now=(ISSUED + 40) * DAY).verify_return_path(token, 30 * DAY) is None
+
+
+def test_an_unsubscribe_token_names_its_message_day_and_recipient() -> None:
+    """An unsubscribe link's token verifies to its message, the day it was issued and
+    the recipient it names (none for a message to several); its mailto form is not a
+    return path, nor a return path an unsubscribe mailto."""
+    s = signer(now=ISSUED * DAY + 5)
+    assert s.verify(s.sign_unsubscribe("m", "ann@example.org")) == Claim(
+        kind="u", message_uid="m", issued_day=ISSUED, url=None, recipient="ann@example.org"
+    )
+    assert s.verify(s.sign_unsubscribe("m", None)) == Claim(
+        kind="u", message_uid="m", issued_day=ISSUED, url=None, recipient=None
+    )
+    mailto, bounce = s.sign_return_path("m", purpose="u"), return_path("m", ISSUED)
+    assert s.verify_return_path(mailto, 30 * DAY, purpose="u") == "m"
+    assert s.verify_return_path(mailto, 30 * DAY) is None
+    assert s.verify_return_path(bounce, 30 * DAY, purpose="u") is None

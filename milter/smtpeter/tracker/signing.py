@@ -120,7 +120,7 @@ class Signer:
         signed = f"{message_uid.lower()}.{int(self._clock() // _DAY):x}.{self._current.kid}"
         return f"{signed}.{self._return_path_mac(self._current, signed, purpose)}"
 
-    def _return_path_mac(self, key: SigningKey, signed: str, purpose: Purpose = "b") -> str:
+    def _return_path_mac(self, key: SigningKey, signed: str, purpose: Purpose) -> str:
         data = purpose.encode("ascii") + b"." + signed.encode("ascii")
         mac = hmac.new(key.secret, data, hashlib.sha256).digest()
         return base64.b32encode(mac[:10]).decode("ascii").lower()
