@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from smtpeter.webhooks import signing
 
 README = Path(__file__).parents[2] / "README.md"
@@ -67,3 +69,25 @@ def test_secrets_are_long_random_and_distinct() -> None:
     made = {signing.new_secret() for _ in range(50)}
     assert len(made) == 50
     assert all(s.startswith("whsec_") and len(s) >= 6 + 43 for s in made)
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda h: "junk," + h,
+        lambda h: h.replace("v1=", "v1=0", 1) + ",junk",
+        lambda h: h + ",v1=\u00e9\u00e9",
+        lambda h: h.replace("v1=", "v1=\u00e9", 1),
+        lambda h: ",,=," + h.replace("v1=", "v1=f", 1),
+    ],
+    ids=["junk-first", "junk-after-a-wrong-v1", "non-ascii-extra", "non-ascii-v1", "empty-parts"],
+)
+def test_a_mangled_header_is_refused_not_an_error(mangle: Callable[[str], str]) -> None:
+    """A receiver given a header with parts that are not key=value, or not ASCII, says
+    no (or yes, if a genuine v1 is still there) instead of raising."""
+    body = b'{"id": 1}'
+    header = signing.sign(["whsec_a"], body)
+    mangled = mangle(header)
+    genuine = f"v1={signing.signature('whsec_a', int(header[2:].split(',')[0]), body)}"
+    assert signing.verify("whsec_a", mangled, body) is (genuine in mangled.split(","))
+    assert _readme_verify()("whsec_a", mangled, body) is (genuine in mangled.split(","))

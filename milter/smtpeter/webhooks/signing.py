@@ -39,9 +39,9 @@ def sign(secrets_: list[str], body: bytes, timestamp: int | None = None) -> str:
 def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
     """What a receiver does (the README shows the same lines): the header names a
     time within ``tolerance`` seconds of now, and one v1 is the body's signature."""
-    fields = [part.strip().split("=", 1) for part in header.split(",")]
+    fields = [part.strip().partition("=")[::2] for part in header.split(",")]
     t = next((v for k, v in fields if k == "t"), "")
     if not t.isdigit() or abs(time.time() - int(t)) > tolerance:
         return False
     want = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return any(k == "v1" and hmac.compare_digest(v, want) for k, v in fields)
+    return any(k == "v1" and hmac.compare_digest(v.encode(), want.encode()) for k, v in fields)
